@@ -66,8 +66,15 @@ class Verdict(Enum):
 class Application(Protocol):
     """The replicated application as consensus sees it (the mempool and, later, the ledger)."""
 
-    def build_payload(self, parent: Block, height: int, now_ms: int) -> tuple[tuple[bytes, ...], bytes] | None:
-        """Transactions and the app hash for a new block on `parent`; None if not ready yet."""
+    def build_payload(
+        self, parent: Block, pending: tuple[Block, ...], now_ms: int
+    ) -> tuple[tuple[bytes, ...], bytes] | None:
+        """Transactions and the app hash for a new block on `parent`; None if not ready yet.
+
+        `pending` holds the notarized but not yet finalized ancestors, oldest first,
+        ending with `parent` (empty when `parent` is the finalized tip), so the
+        application can leave out transactions already on the way to finality.
+        """
         ...
 
     def verify_block(self, block: Block, parent: Block) -> Verdict:
@@ -85,3 +92,15 @@ class ReplicaConfig:
     sync_batch: int = 128
     # Views kept in memory behind the last finalized view (for late votes, evidence).
     keep_views: int = 64
+
+
+class FinalizedStore(Protocol):
+    """Read access to the finalized chain; the host appends `Output.finalized` to it."""
+
+    def last_height(self) -> int:
+        """Height of the last finalized block (0 when only genesis exists)."""
+        ...
+
+    def get(self, height: int) -> Finalized | None:
+        """The finalized block at `height` with its proof; None if unknown (height 0 = genesis)."""
+        ...
