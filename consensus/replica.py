@@ -136,6 +136,10 @@ class Replica:
     def finalized_height(self) -> int:
         return self.finalized_tip.height
 
+    def best_peer_height(self) -> int:
+        """The highest finalized height any peer has reported to us."""
+        return max((st.finalized_height for st in self._peer_status.values()), default=0)
+
     def leader(self, view: int) -> int:
         return self.validators.leader(view)
 

@@ -1,0 +1,24 @@
+"""The FastAPI application served by every node."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from adapters.consensus_host import ConsensusHost
+from api import routes_chain
+from api.errors import install_error_handlers
+from api.metrics import NodeMetrics
+
+
+def create_app(host: ConsensusHost, metrics: NodeMetrics) -> FastAPI:
+    app = FastAPI(
+        title="Stele node",
+        description="A forge and deployment cloud ordered by Simplex BFT consensus.",
+        version="0.1.0",
+        docs_url="/docs",
+    )
+    app.state.host = host
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(routes_chain.router)
+    return app

@@ -1,0 +1,139 @@
+"""The node process: consensus host, P2P and the HTTP API in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from adapters.consensus_host import ConsensusHost, HostConfig
+from adapters.keys import KeyFileError, load_key, public_key
+from api.app import create_app
+from api.metrics import NodeMetrics
+from consensus.genesis import Genesis, GenesisError
+
+log = logging.getLogger("stele.node")
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    data_dir: Path
+    genesis_path: Path
+    key_path: Path
+    http_host: str
+    http_port: int
+    p2p_host: str
+    p2p_port: int
+    log_level: str = "info"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the node owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class NodeStartError(Exception):
+    """A configuration problem reported to the operator in one line."""
+
+
+def _load(opts: NodeOptions) -> tuple[Genesis, bytes]:
+    try:
+        genesis = Genesis.load(opts.genesis_path)
+        seed = load_key(opts.key_path)
+    except (GenesisError, KeyFileError) as exc:
+        raise NodeStartError(str(exc)) from None
+    if genesis.index_of(public_key(seed)) is None:
+        raise NodeStartError(f"key {opts.key_path} is not one of the validators in {opts.genesis_path}")
+    return genesis, seed
+
+
+async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig = HostConfig()) -> None:
+    genesis, seed = _load(opts)
+    opts.data_dir.mkdir(parents=True, exist_ok=True)
+    host = ConsensusHost(
+        genesis=genesis,
+        seed=seed,
+        data_dir=opts.data_dir,
+        p2p_host=opts.p2p_host,
+        p2p_port=opts.p2p_port,
+        config=host_config,
+    )
+    metrics = NodeMetrics(host)
+    app = create_app(host, metrics)
+    config = uvicorn.Config(
+        app,
+        host=opts.http_host,
+        port=opts.http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    server = _Server(config)
+    try:
+        await host.start()
+    except OSError as exc:
+        await host.stop()
+        raise NodeStartError(
+            f"cannot listen for P2P on {opts.p2p_host}:{opts.p2p_port}: {exc.strerror}"
+        ) from None
+    http_task = asyncio.create_task(server.serve())
+    log.info(
+        "node %d (%s) of chain %s: http://%s:%d p2p %s:%d, finalized height %d",
+        host.index,
+        host.signer.pubkey.hex()[:16],
+        genesis.chain_id,
+        opts.http_host,
+        opts.http_port,
+        opts.p2p_host,
+        opts.p2p_port,
+        host.replica.finalized_height,
+    )
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if http_task in done:
+            failure = http_task.exception()
+            if failure is not None or not server.started:
+                raise NodeStartError(
+                    f"HTTP server on {opts.http_host}:{opts.http_port} stopped or failed to start"
+                )
+    finally:
+        server.should_exit = True
+        stop_task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(http_task, 5)
+        await host.stop()
+        log.info("node stopped at finalized height %d", host.replica.finalized_height)
+
+
+def run_node(opts: NodeOptions) -> int:
+    """Run until SIGINT/SIGTERM; return the process exit code."""
+    logging.basicConfig(
+        level=getattr(logging, opts.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(opts, stop)
+
+    try:
+        asyncio.run(main())
+    except NodeStartError as exc:
+        print(f"stele: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,160 @@
+"""Native chain routes: status, blocks, transaction submission, health and metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from adapters.consensus_host import ConsensusHost
+from api.errors import ApiError
+from api.metrics import NodeMetrics
+from consensus.interface import Finalized
+from consensus.mempool import AddResult
+
+router = APIRouter()
+
+MAX_WAIT_S = 60.0
+
+
+def _host(request: Request) -> ConsensusHost:
+    host: ConsensusHost = request.app.state.host
+    return host
+
+
+@router.get("/health/live", tags=["health"])
+async def live() -> dict[str, str]:
+    """The process is up and serving HTTP."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", tags=["health"])
+async def ready(request: Request) -> JSONResponse:
+    """Ready once connected to a quorum of validators and caught up with them."""
+    host = _host(request)
+    reasons = []
+    if not host.quorum_reachable():
+        reasons.append(
+            f"connected to {host.peers_connected + 1} of {host.validators.n} validators, "
+            f"quorum is {host.validators.quorum}"
+        )
+    if not host.caught_up():
+        reasons.append(
+            f"catching up: finalized height {host.replica.finalized_height}, "
+            f"peers report {host.replica.best_peer_height()}"
+        )
+    if reasons:
+        return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/api/v1/status", tags=["chain"])
+async def status(request: Request) -> dict[str, Any]:
+    host = _host(request)
+    r = host.replica
+    tip = r.finalized_tip
+    return {
+        "chain_id": host.genesis.chain_id,
+        "node_id": host.signer.pubkey.hex(),
+        "validator_index": host.index,
+        "validators": [
+            {"index": i, "name": v.name, "pubkey": v.pubkey.hex(), "p2p": f"{v.host}:{v.p2p_port}"}
+            for i, v in enumerate(host.genesis.validators)
+        ],
+        "quorum": host.validators.quorum,
+        "view": r.view,
+        "leader": r.leader(r.view),
+        "finalized_height": tip.height,
+        "finalized_hash": tip.hash.hex(),
+        "finalized_view": tip.view,
+        "peers_connected": host.peers_connected,
+        "peers": sorted(host.p2p.connected()),
+        "mempool_size": len(host.mempool),
+        "evidence": len(r.evidence),
+        "uptime_s": round(time.monotonic() - host.started_at, 3),
+    }
+
+
+@router.get("/api/v1/blocks/{height}", tags=["chain"])
+async def block(request: Request, height: int) -> dict[str, Any]:
+    """A finalized block with the finalization certificate that proves it."""
+    if height < 0:
+        raise ApiError(422, "height must be non-negative")
+    found = _host(request).block(height)
+    if found is None:
+        raise ApiError(404, f"no finalized block at height {height}")
+    if isinstance(found, Finalized):
+        return {
+            "hash": found.block.hash.hex(),
+            "block": found.block.to_json(),
+            "certificate": found.proof.to_json(),
+            # An ancestor finalized implicitly is proved by its descendant's certificate.
+            "finalized_by": found.proof.block.hex(),
+        }
+    return {"hash": found.hash.hex(), "block": found.to_json(), "certificate": None, "finalized_by": None}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes; the ASGI server has already de-chunked the body."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"transaction exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"transaction exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/api/v1/transactions", status_code=202, tags=["chain"])
+async def submit(
+    request: Request,
+    wait: bool = Query(False, description="Wait until the transaction is finalized"),
+    timeout: float = Query(10.0, gt=0, le=MAX_WAIT_S, description="Seconds to wait when wait=true"),
+) -> JSONResponse:
+    """Submit raw transaction bytes. Answers 202 with the id, or with wait=true 200 and the height."""
+    host = _host(request)
+    tx = await _read_body(request, host.config.limits.max_tx_bytes)
+    if not tx:
+        raise ApiError(400, "empty transaction body")
+    unavailable = {"Retry-After": "1"}
+    if not host.quorum_reachable():
+        raise ApiError(
+            503,
+            f"no quorum reachable: connected to {host.peers_connected + 1} of {host.validators.n} "
+            f"validators, {host.validators.quorum} needed",
+            unavailable,
+        )
+    result, tid = host.submit(tx)
+    if result == AddResult.FULL:
+        raise ApiError(503, "mempool is full, retry later", unavailable)
+    if result == AddResult.TOO_LARGE:
+        raise ApiError(413, f"transaction exceeds the limit of {host.config.limits.max_tx_bytes} bytes")
+    body: dict[str, Any] = {"tx_id": tid.hex(), "status": "pending"}
+    if not wait:
+        loc = host.location(tid)
+        if loc is not None:
+            body.update(status="finalized", height=loc.height, block_hash=loc.block_hash.hex())
+        return JSONResponse(body, status_code=202)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        loc = await host.wait_finalized(tid, min(remaining, 0.5)) if remaining > 0 else None
+        if loc is not None:
+            body.update(status="finalized", height=loc.height, block_hash=loc.block_hash.hex())
+            return JSONResponse(body, status_code=200, headers={"X-Stele-Position": str(loc.height)})
+        if not host.quorum_reachable():
+            raise ApiError(503, "lost contact with a quorum of validators before finality", unavailable)
+        if remaining <= 0:
+            raise ApiError(504, f"transaction {tid.hex()} not finalized within {timeout:g}s; it may still be")
+
+
+@router.get("/metrics", tags=["health"])
+async def metrics(request: Request) -> Response:
+    m: NodeMetrics = request.app.state.metrics
+    return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
