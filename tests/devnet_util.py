@@ -1,0 +1,73 @@
+"""Helpers for tests that run real node processes on loopback."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from api.devnet import Devnet
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(n: int) -> int:
+    """A base port such that base..base+n-1 are all free on 127.0.0.1."""
+    rnd = random.Random()
+    for _ in range(200):
+        base = rnd.randrange(20_000, 60_000 - n)
+        if all(_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no free port block found")
+
+
+def start_devnet(data_dir: Path, n: int = 4) -> Devnet:
+    net = Devnet.init(data_dir, n, free_port_block(n), free_port_block(n))
+    net.start()
+    if not net.wait_ready(60):
+        net.stop()
+        raise RuntimeError("devnet did not finalize a block within 60 s")
+    return net
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+def height(net: Devnet, i: int) -> int:
+    st = net.status(i)
+    return int(st["finalized_height"]) if st else -1
+
+
+def block_hash(net: Devnet, i: int, h: int) -> str:
+    r = httpx.get(f"{net.url(i)}/api/v1/blocks/{h}", timeout=5)
+    r.raise_for_status()
+    return str(r.json()["hash"])
+
+
+def assert_same_chain(net: Devnet, nodes: list[int], upto: int) -> None:
+    """Every node in `nodes` holds the same block hash at every height 1..upto."""
+    for h in range(1, upto + 1):
+        hashes = {block_hash(net, i, h) for i in nodes}
+        assert len(hashes) == 1, f"nodes disagree at height {h}: {hashes}"
+
+
+def submit(net: Devnet, i: int, tx: bytes, wait: bool = True, timeout: float = 15) -> httpx.Response:
+    params = {"wait": "true", "timeout": str(min(timeout, 60))} if wait else {}
+    return httpx.post(f"{net.url(i)}/api/v1/transactions", params=params, content=tx, timeout=timeout + 5)
