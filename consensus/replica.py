@@ -431,6 +431,9 @@ class Replica:
     # ------------------------------------------------------------------ votes and certificates
 
     def _on_vote(self, sender: int, vote: Vote) -> None:
+        if not 0 <= vote.signer < self.validators.n:
+            self.dropped["non_validator_vote"] += 1
+            return
         if vote.signer != sender:
             self.dropped["relayed_vote"] += 1
             return
