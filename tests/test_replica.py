@@ -15,7 +15,7 @@ T0 = 1_000_000
 
 
 class _App:
-    def build_payload(self, parent: Block, pending: tuple[Block, ...], now_ms: int):  # type: ignore[no-untyped-def]
+    def build_payload(self, parent: Block, pending: tuple[Block, ...], now_ms: int):
         return ((b"tx@%d" % now_ms,), ZERO_HASH)
 
     def verify_block(self, block: Block, parent: Block) -> Verdict:
