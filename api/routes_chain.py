@@ -154,6 +154,57 @@ async def submit(
             raise ApiError(504, f"transaction {tid.hex()} not finalized within {timeout:g}s; it may still be")
 
 
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH_TXS = 10_000
+
+
+def _split_batch(body: bytes, max_tx: int) -> list[bytes]:
+    """Parse `u32 big-endian length || bytes` records; any framing error is a 400."""
+    txs: list[bytes] = []
+    pos = 0
+    while pos < len(body):
+        if pos + 4 > len(body):
+            raise ApiError(400, f"batch truncated at byte {pos}: incomplete length prefix")
+        n = int.from_bytes(body[pos : pos + 4], "big")
+        pos += 4
+        if n == 0 or n > max_tx:
+            raise ApiError(
+                413 if n else 400, f"transaction {len(txs)} has size {n}; allowed 1..{max_tx} bytes"
+            )
+        if pos + n > len(body):
+            raise ApiError(400, f"batch truncated inside transaction {len(txs)}")
+        txs.append(body[pos : pos + n])
+        pos += n
+        if len(txs) > MAX_BATCH_TXS:
+            raise ApiError(413, f"a batch holds at most {MAX_BATCH_TXS} transactions")
+    return txs
+
+
+@router.post("/api/v1/transactions/batch", status_code=202, tags=["chain"])
+async def submit_batch(request: Request) -> JSONResponse:
+    """Submit many transactions at once: the body is `u32 length || tx bytes`, repeated."""
+    host = _host(request)
+    body = await _read_body(request, MAX_BATCH_BYTES)
+    txs = _split_batch(body, host.config.limits.max_tx_bytes)
+    if not txs:
+        raise ApiError(400, "empty batch")
+    if not host.quorum_reachable():
+        raise ApiError(503, "no quorum reachable", {"Retry-After": "1"})
+    counts = {"added": 0, "duplicate": 0, "full": 0}
+    ids = []
+    for tx in txs:
+        result, tid = host.submit(tx)
+        ids.append(tid.hex())
+        if result == AddResult.ADDED:
+            counts["added"] += 1
+        elif result == AddResult.DUPLICATE:
+            counts["duplicate"] += 1
+        else:
+            counts["full"] += 1
+    status = 503 if counts["full"] == len(txs) else 202
+    return JSONResponse({"tx_ids": ids, **counts}, status_code=status)
+
+
 @router.get("/metrics", tags=["health"])
 async def metrics(request: Request) -> Response:
     m: NodeMetrics = request.app.state.metrics

@@ -33,11 +33,18 @@ def free_port_block(n: int) -> int:
 
 
 def start_devnet(data_dir: Path, n: int = 4) -> Devnet:
-    net = Devnet.init(data_dir, n, free_port_block(n), free_port_block(n))
+    """Start n validators on free ports and wait for the first finalized block (stopping them on failure)."""
+    http = free_port_block(n)
+    p2p = free_port_block(n)
+    while abs(http - p2p) < n:
+        p2p = free_port_block(n)
+    net = Devnet.init(data_dir, n, http, p2p)
     net.start()
-    if not net.wait_ready(60):
+    try:
+        net.wait_ready(60)
+    except BaseException:
         net.stop()
-        raise RuntimeError("devnet did not finalize a block within 60 s")
+        raise
     return net
 
 

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 def _dropped(url: str) -> dict[str, float]:
     text = httpx.get(f"{url}/metrics").text
-    return {m[0]: float(m[1]) for m in re.findall(r'stele_dropped_inputs_total\{reason="(\w+)"\} ([0-9.e+]+)', text)}
+    pattern = r'stele_dropped_inputs_total\{reason="(\w+)"\} ([0-9.e+]+)'
+    return {m[0]: float(m[1]) for m in re.findall(pattern, text)}
 
 
 async def _attack(genesis: Genesis, seed: bytes, host: str, port: int, view: int) -> set[int]:
@@ -57,8 +58,9 @@ async def _attack(genesis: Genesis, seed: bytes, host: str, port: int, view: int
             encode_message(VoteMsg(forged)),  # bad signature
             encode_message(VoteMsg(valid)),
             encode_message(VoteMsg(valid)),  # duplicated vote
-            encode_message(VoteMsg(Vote(VoteKind.NULLIFY, view, ZERO_HASH, 200, valid.signature))),  # non-validator
-            encode_message(VoteMsg(Vote(VoteKind.NULLIFY, view, ZERO_HASH, other, valid.signature))),  # relayed
+            # a signer index outside the validator set, then one relayed for another validator
+            encode_message(VoteMsg(Vote(VoteKind.NULLIFY, view, ZERO_HASH, 200, valid.signature))),
+            encode_message(VoteMsg(Vote(VoteKind.NULLIFY, view, ZERO_HASH, other, valid.signature))),
         ]
         for frame in frames:
             net.broadcast(frame)
