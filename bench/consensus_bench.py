@@ -26,8 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.devnet import Devnet  # noqa: E402
-from tests.devnet_util import free_port_block  # noqa: E402
+from tests.devnet_util import start_devnet  # noqa: E402
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -99,10 +98,8 @@ def main() -> None:
     ap.add_argument("--latency-samples", type=int, default=300)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="stele-bench-") as d:
-        net = Devnet.init(Path(d), 4, free_port_block(4), free_port_block(4), log_level="warning")
-        net.start()
+        net = start_devnet(Path(d), 4)
         try:
-            assert net.wait_ready(60), "devnet did not start"
             urls = [net.url(i) for i in range(4)]
             lat = asyncio.run(light_load(urls, args.latency_samples))
             print(
