@@ -96,6 +96,24 @@ async def block(request: Request, height: int) -> dict[str, Any]:
     return {"hash": found.hash.hex(), "block": found.to_json(), "certificate": None, "finalized_by": None}
 
 
+@router.get("/api/v1/evidence", tags=["chain"])
+async def evidence(request: Request) -> dict[str, Any]:
+    """Equivocation evidence: pairs of conflicting votes signed by one validator key in one view."""
+    r = _host(request).replica
+    return {
+        "evidence": [
+            {
+                "validator": a.signer,
+                "pubkey": r.validators.pubkeys[a.signer].hex(),
+                "kind": a.kind.name.lower(),
+                "view": a.view,
+                "votes": [{"block": v.block.hex(), "signature": v.signature.hex()} for v in (a, b)],
+            }
+            for a, b in r.evidence
+        ]
+    }
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """Read at most `limit` bytes; the ASGI server has already de-chunked the body."""
     declared = request.headers.get("content-length")
