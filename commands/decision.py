@@ -1,0 +1,51 @@
+"""What a handler sees (`HandlerContext`) and what it may answer (events or a `Rejection`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.events import Event
+from domain.ids import derive_id
+from domain.records import User
+
+OK = 200
+BAD_TRANSACTION = 400  # undecodable envelope, wrong chain, unknown kind
+UNAUTHORIZED = 401  # unknown or revoked token, unknown key, bad signature
+FORBIDDEN = 403
+NOT_FOUND = 404
+CONFLICT = 409
+INVALID = 422
+INTERNAL = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A command that is refused; the code follows HTTP so the API can pass it through."""
+
+    code: int
+    message: str
+
+
+Decision = list[Event] | Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    """Everything a handler may know beyond the state: the transaction's identity and the block."""
+
+    tx_id: str  # hex
+    height: int
+    timestamp_ms: int
+    actor: User  # the authenticated actor
+
+    def new_id(self, n: int) -> str:
+        """The n-th id created by this transaction (uuid5 of tx id and n): the same on every node."""
+        return derive_id(self.tx_id, n)
+
+
+def not_found(what: str = "Not Found") -> Rejection:
+    return Rejection(NOT_FOUND, what)
+
+
+def forbidden(message: str) -> Rejection:
+    return Rejection(FORBIDDEN, message)

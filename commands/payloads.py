@@ -1,0 +1,157 @@
+"""The payload of every command kind, validated strictly (unknown fields and wrong types are 422)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from domain.events import OrgRole, Permission, TeamRole
+from domain.names import branch_name_error, email_error, login_error, repo_name_error, team_name_error
+
+
+def _rule(check: Callable[[str], str | None]) -> AfterValidator:
+    """Turn a `domain.names` check into a pydantic validator (its sentence becomes the 422 message)."""
+
+    def validate(value: str) -> str:
+        error = check(value)
+        if error is not None:
+            raise ValueError(error)
+        return value
+
+    return AfterValidator(validate)
+
+
+Login = Annotated[str, _rule(login_error)]
+Email = Annotated[str, _rule(email_error)]
+RepoName = Annotated[str, _rule(repo_name_error)]
+TeamName = Annotated[str, _rule(team_name_error)]
+Branch = Annotated[str, _rule(branch_name_error)]
+Ref = Annotated[str, Field(min_length=1, max_length=100)]  # a name that must already exist
+Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # 32 bytes, lowercase hex
+Text = Annotated[str, Field(max_length=1024)]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class UserCreate(Payload):
+    login: Login
+    email: Email
+
+
+class UserAddKey(Payload):
+    login: Ref
+    public_key: Hex32
+    title: Annotated[str, Field(max_length=256)] = ""
+
+
+class TokenIssue(Payload):
+    login: Ref
+    token_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    token_hash: Hex32
+    scopes: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=64)] = []
+    note: Text = ""
+
+    @field_validator("scopes")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("scopes must not repeat")
+        return v
+
+
+class TokenRevoke(Payload):
+    login: Ref
+    token_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class OrgCreate(Payload):
+    login: Login
+    admin: Ref
+
+
+class OrgSetMembership(Payload):
+    org: Ref
+    user: Ref
+    role: OrgRole = "member"
+
+
+class OrgRemoveMember(Payload):
+    org: Ref
+    user: Ref
+
+
+class TeamCreate(Payload):
+    org: Ref
+    name: TeamName
+    description: Text = ""
+    privacy: Literal["secret", "closed"] = "secret"
+
+
+class TeamSetMembership(Payload):
+    org: Ref
+    team_slug: Ref
+    user: Ref
+    role: TeamRole = "member"
+
+
+class TeamRemoveMember(Payload):
+    org: Ref
+    team_slug: Ref
+    user: Ref
+
+
+class TeamSetRepoPermission(Payload):
+    org: Ref
+    team_slug: Ref
+    owner: Ref
+    repo: Ref
+    permission: Permission
+
+
+class TeamRemoveRepo(Payload):
+    org: Ref
+    team_slug: Ref
+    owner: Ref
+    repo: Ref
+
+
+class RepoCreate(Payload):
+    owner: Ref
+    name: RepoName
+    description: Text = ""
+    private: bool = False
+    default_branch: Branch = "main"
+
+
+class RepoUpdate(Payload):
+    """Fields left out (or null) stay as they are."""
+
+    owner: Ref
+    repo: Ref
+    name: RepoName | None = None
+    description: Text | None = None
+    private: bool | None = None
+    default_branch: Branch | None = None
+    archived: bool | None = None
+
+
+class RepoDelete(Payload):
+    owner: Ref
+    repo: Ref
+
+
+class CollaboratorSet(Payload):
+    owner: Ref
+    repo: Ref
+    user: Ref
+    permission: Permission = "write"
+
+
+class CollaboratorRemove(Payload):
+    owner: Ref
+    repo: Ref
+    user: Ref
