@@ -38,6 +38,10 @@ GOSSIP_BATCH_BYTES = 1024 * 1024
 WAL_KEEP_VIEWS = 1_000
 
 
+class NodeHalt(RuntimeError):
+    """A condition under which the node must stop rather than go on (e.g. its state diverged)."""
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -90,6 +94,8 @@ class ConsensusHost:
         p2p_port: int,
         config: HostConfig = HostConfig(),
         on_finalized: Callable[[Finalized], None] | None = None,
+        app_hash: Callable[[Block], bytes | None] | None = None,
+        on_halt: Callable[[NodeHalt], None] | None = None,
     ) -> None:
         self.genesis = genesis
         self.validators = genesis.validator_set()
@@ -105,7 +111,11 @@ class ConsensusHost:
             max_bytes=config.mempool_max_bytes,
             max_tx_bytes=config.limits.max_tx_bytes,
         )
-        self.app = MempoolApp(self.mempool, config.limits)
+        self.app = (
+            MempoolApp(self.mempool, config.limits, app_hash)
+            if app_hash is not None
+            else MempoolApp(self.mempool, config.limits)
+        )
         self.replica = Replica(
             validators=self.validators,
             signer=self.signer,
@@ -135,6 +145,8 @@ class ConsensusHost:
         self.finality_observer: Callable[[float], None] | None = None
         self.block_observer: Callable[[float], None] | None = None
         self._external_on_finalized = on_finalized
+        self._on_halt = on_halt
+        self.halted: NodeHalt | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[bytes, list[asyncio.Future[TxLocation]]] = {}
         self._submitted_at: dict[bytes, float] = {}
@@ -190,6 +202,24 @@ class ConsensusHost:
         self._process(self.replica.on_timer(timer, now_ms()))
 
     def _process(self, out: Output) -> None:
+        try:
+            self._carry_out(out)
+        except NodeHalt as halt:
+            self._halt(halt)
+
+    def _halt(self, halt: NodeHalt) -> None:
+        """Stop taking part in consensus at once and tell the node process, loudly."""
+        if self.halted is not None:
+            return
+        self.halted = halt
+        self._stopped = True
+        for h in self._timers:
+            h.cancel()
+        log.critical("node halted: %s", halt)
+        if self._on_halt is not None:
+            self._on_halt(halt)
+
+    def _carry_out(self, out: Output) -> None:
         if self._stopped:
             return
         # Safety: our votes are durable before any message that carries them leaves.

@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from adapters.consensus_host import ConsensusHost
+from adapters.ledger_host import LedgerHost
+from api.gateway import CommandGateway
 from api import routes_chain
 from api.errors import install_error_handlers
 from api.metrics import NodeMetrics
 
 
-def create_app(host: ConsensusHost, metrics: NodeMetrics) -> FastAPI:
+def create_app(host: ConsensusHost, metrics: NodeMetrics, ledger: LedgerHost, seed: bytes) -> FastAPI:
     app = FastAPI(
         title="Stele node",
         description="A forge and deployment cloud ordered by Simplex BFT consensus.",
@@ -19,6 +21,8 @@ def create_app(host: ConsensusHost, metrics: NodeMetrics) -> FastAPI:
     )
     app.state.host = host
     app.state.metrics = metrics
+    app.state.ledger = ledger
+    app.state.gateway = CommandGateway(host, ledger, seed)
     install_error_handlers(app)
     app.include_router(routes_chain.router)
     return app

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import uvicorn
 
-from adapters.consensus_host import ConsensusHost, HostConfig
+from adapters.consensus_host import ConsensusHost, HostConfig, NodeHalt
+from adapters.ledger_host import LedgerHost
 from adapters.keys import KeyFileError, load_key, public_key
 from api.app import create_app
 from api.metrics import NodeMetrics
@@ -32,6 +33,8 @@ class NodeOptions:
     p2p_host: str
     p2p_port: int
     log_level: str = "info"
+    # None: SQLite at <data-dir>/events.sqlite; or a postgresql:// URL.
+    event_store_url: str | None = None
 
 
 class _Server(uvicorn.Server):
@@ -60,6 +63,16 @@ def _load(opts: NodeOptions) -> tuple[Genesis, bytes]:
 async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig = HostConfig()) -> None:
     genesis, seed = _load(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ledger = LedgerHost(genesis=genesis, data_dir=opts.data_dir, event_store_url=opts.event_store_url)
+    except (NodeHalt, ValueError) as exc:
+        raise NodeStartError(str(exc)) from None
+    halted: list[NodeHalt] = []
+
+    def on_halt(halt: NodeHalt) -> None:
+        halted.append(halt)
+        stop.set()
+
     host = ConsensusHost(
         genesis=genesis,
         seed=seed,
@@ -67,9 +80,18 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         p2p_host=opts.p2p_host,
         p2p_port=opts.p2p_port,
         config=host_config,
+        on_finalized=ledger.on_finalized,
+        app_hash=ledger.app_hash_for_child,
+        on_halt=on_halt,
     )
+    ledger.set_block_lookup(host.replica.blocks.get)
+    try:
+        ledger.recover(host.store, lambda h, top: log.info("replaying the ledger: %d/%d blocks", h, top))
+    except NodeHalt as exc:
+        ledger.close()
+        raise NodeStartError(f"ledger recovery failed: {exc}") from None
     metrics = NodeMetrics(host)
-    app = create_app(host, metrics)
+    app = create_app(host, metrics, ledger, seed)
     config = uvicorn.Config(
         app,
         host=opts.http_host,
@@ -114,7 +136,10 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(http_task, 5)
         await host.stop()
+        ledger.close()
         log.info("node stopped at finalized height %d", host.replica.finalized_height)
+    if halted:
+        raise NodeStartError(f"node halted: {halted[0]}")
 
 
 def run_node(opts: NodeOptions) -> int:

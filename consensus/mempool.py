@@ -15,7 +15,7 @@ and finalized blocks remove their transactions.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from enum import Enum
 
 from consensus.interface import Verdict
@@ -130,13 +130,26 @@ class Mempool:
 class MempoolApp:
     """`consensus.interface.Application` over a `Mempool`: batches for leaders, checks for validators."""
 
-    def __init__(self, mempool: Mempool | None = None, limits: Limits = Limits()) -> None:
+    def __init__(
+        self,
+        mempool: Mempool | None = None,
+        limits: Limits = Limits(),
+        app_hash: Callable[[Block], bytes | None] = chain_app_hash,
+    ) -> None:
+        """`app_hash(parent)` is the app hash a child of `parent` must carry (None: not known yet).
+
+        The default commits to the log itself; the node passes the ledger's state hash.
+        """
         self.mempool = mempool if mempool is not None else Mempool(max_tx_bytes=limits.max_tx_bytes)
         self.limits = limits
+        self.app_hash = app_hash
 
     def build_payload(
         self, parent: Block, pending: tuple[Block, ...], now_ms: int
     ) -> tuple[tuple[bytes, ...], bytes] | None:
+        app_hash = self.app_hash(parent)
+        if app_hash is None:
+            return None
         exclude: set[bytes] = set()
         for b in pending:
             exclude.update(tx_id(tx) for tx in b.txs)
@@ -146,10 +159,13 @@ class MempoolApp:
         # take_batch already skips transactions over max_bytes; also honour max_tx_bytes,
         # which may be smaller than the mempool's own bound.
         txs = tuple(tx for tx in txs if len(tx) <= self.limits.max_tx_bytes)
-        return txs, chain_app_hash(parent)
+        return txs, app_hash
 
     def verify_block(self, block: Block, parent: Block) -> Verdict:
-        if block.app_hash != chain_app_hash(parent):
+        expected = self.app_hash(parent)
+        if expected is None:
+            return Verdict.WAIT
+        if block.app_hash != expected:
             return Verdict.REJECT
         limits = self.limits
         if len(block.txs) > limits.max_block_txs:

@@ -1,0 +1,102 @@
+"""Turns an authenticated API request into a transaction and waits for its outcome.
+
+The node attests the caller (it checked their token) and signs the transaction;
+every replica re-checks that attestation and the caller's rights when the block
+is applied. A command is answered only after its transaction is final and applied
+here, with the log position in `X-Stele-Position`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from adapters.consensus_host import ConsensusHost
+from adapters.ledger_host import LedgerHost
+from api.auth import Caller
+from api.errors import ApiError
+from commands.envelope import sign_as_node
+from commands.ledger import BlockContext, Receipt, precheck_transaction
+from consensus.mempool import AddResult
+
+COMMAND_TIMEOUT_S = 20.0
+MIN_POSITION_WAIT_S = 10.0
+
+
+class CommandFailed(ApiError):
+    """A rejected command; carries the receipt's position so clients can still read after it."""
+
+
+class CommandGateway:
+    def __init__(self, host: ConsensusHost, ledger: LedgerHost, seed: bytes) -> None:
+        self.host = host
+        self.ledger = ledger
+        self._seed = seed
+
+    def build(self, caller: Caller, kind: str, payload: dict[str, Any]) -> bytes:
+        tx = sign_as_node(
+            chain_id=self.ledger.chain_id,
+            kind=kind,
+            payload=payload,
+            actor=caller.user.login,
+            nonce=secrets.token_hex(16),
+            seed=self._seed,
+            node_index=self.host.index,
+            token_id=caller.token.token_id,
+        )
+        return tx.encode()
+
+    def precheck(self, raw: bytes) -> Receipt:
+        now = time.time_ns() // 1_000_000
+        ctx = BlockContext(self.ledger.chain_id, self.ledger.height + 1, now, self.ledger.validators)
+        return precheck_transaction(self.ledger.state, ctx, raw)
+
+    async def run(self, caller: Caller, kind: str, payload: dict[str, Any]) -> Receipt:
+        """Submit a command and return its successful receipt, or raise the rejection as an ApiError."""
+        raw = self.build(caller, kind, payload)
+        early = self.precheck(raw)
+        if not early.ok:
+            raise ApiError(early.code, early.message)
+        return await self.submit(raw)
+
+    async def submit(self, raw: bytes) -> Receipt:
+        host = self.host
+        if not host.quorum_reachable():
+            raise ApiError(
+                503,
+                f"no quorum reachable: connected to {host.peers_connected + 1} of "
+                f"{host.validators.n} validators, {host.validators.quorum} needed",
+                {"Retry-After": "1"},
+            )
+        result, tid = host.submit(raw)
+        if result == AddResult.FULL:
+            raise ApiError(503, "the node is overloaded (mempool full), retry later", {"Retry-After": "1"})
+        if result == AddResult.TOO_LARGE:
+            raise ApiError(413, "command too large")
+        deadline = time.monotonic() + COMMAND_TIMEOUT_S
+        while True:
+            remaining = deadline - time.monotonic()
+            receipt = await self.ledger.wait_receipt(tid.hex(), min(max(remaining, 0.0), 0.5))
+            if receipt is not None:
+                break
+            if not host.quorum_reachable():
+                raise ApiError(503, "lost contact with a quorum of validators before the command was final")
+            if remaining <= 0:
+                raise ApiError(
+                    504, f"command {tid.hex()} was not final within {COMMAND_TIMEOUT_S:g}s; it may still be"
+                )
+        if not receipt.ok:
+            raise CommandFailed(receipt.code, receipt.message, {"X-Stele-Position": str(receipt.height)})
+        return receipt
+
+    async def wait_position(self, position: int | None) -> None:
+        """Block a read until this node has applied `position` (bounded)."""
+        if position is None or position <= self.ledger.height:
+            return
+        if not await self.ledger.wait_height(position, MIN_POSITION_WAIT_S):
+            raise ApiError(
+                504,
+                f"this node has applied position {self.ledger.height}, not yet {position}; retry or ask another node",
+                {"Retry-After": "1"},
+            )
