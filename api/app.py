@@ -6,9 +6,9 @@ from fastapi import FastAPI
 
 from adapters.consensus_host import ConsensusHost
 from adapters.ledger_host import LedgerHost
-from api.gateway import CommandGateway
 from api import routes_chain
 from api.errors import install_error_handlers
+from api.gateway import CommandGateway
 from api.metrics import NodeMetrics
 
 

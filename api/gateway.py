@@ -97,6 +97,7 @@ class CommandGateway:
         if not await self.ledger.wait_height(position, MIN_POSITION_WAIT_S):
             raise ApiError(
                 504,
-                f"this node has applied position {self.ledger.height}, not yet {position}; retry or ask another node",
+                f"this node has applied position {self.ledger.height}, not yet {position}; "
+                "retry, or ask another node",
                 {"Retry-After": "1"},
             )

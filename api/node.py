@@ -14,8 +14,8 @@ from pathlib import Path
 import uvicorn
 
 from adapters.consensus_host import ConsensusHost, HostConfig, NodeHalt
-from adapters.ledger_host import LedgerHost
 from adapters.keys import KeyFileError, load_key, public_key
+from adapters.ledger_host import LedgerHost
 from api.app import create_app
 from api.metrics import NodeMetrics
 from consensus.genesis import Genesis, GenesisError

@@ -195,6 +195,7 @@ class SimResult:
     failures: list[str] = field(default_factory=list)
     virtual_ms: int = 0
     wall_s: float = 0.0
+    nodes: list[SimNode] = field(default_factory=list, repr=False)  # for inspection by tests
 
     @property
     def ok(self) -> bool:
@@ -214,9 +215,12 @@ class SimResult:
             f"  evidence expected against={self.evidence_expected}",
             f"  stats={dict(sorted(self.stats.items()))}",
             f"  dropped={dict(sorted(self.dropped.items()))}",
-            f"  reproduce: .venv/bin/python -m consensus.sim --seed {self.seed} --n {self.n} "
-            f"--scenario {sc.name} -v",
         ]
+        if sc.name in SCENARIOS:
+            lines.append(
+                f"  reproduce: .venv/bin/python -m consensus.sim --seed {self.seed} --n {self.n} "
+                f"--scenario {sc.name} -v  (add --trace for every message)"
+            )
         lines += [f"  FAILURE: {f}" for f in self.failures]
         return "\n".join(lines)
 
@@ -301,8 +305,11 @@ def make_keys(n: int) -> tuple[ValidatorSet, list[bytes]]:
 
 
 class Simulator:
-    def __init__(self, seed: int, n: int, cfg: ScenarioConfig) -> None:
+    def __init__(
+        self, seed: int, n: int, cfg: ScenarioConfig, trace: Callable[[str], None] | None = None
+    ) -> None:
         self.seed = seed
+        self.trace = trace
         self.n = n
         self.cfg = cfg
         self.rng = random.Random(seed)
@@ -391,6 +398,7 @@ class Simulator:
         res.failures = self.failures
         res.height_at_heal = self.height_at_heal
         res.evidence_expected = tuple(sorted(self.evidence_expected))
+        res.nodes = self.nodes
         for node in self.nodes:
             if node.byz is not None:
                 res.byzantine[node.index] = node.byz.kind.value
@@ -517,7 +525,7 @@ class Simulator:
                 continue
             self.stats["messages_sent"] += 1
             node = self.nodes[d]
-            if not node.up:
+            if not node.up and node.epoch > 0:  # crashed (a node still booting may be up on arrival)
                 self.stats["lost_down"] += 1
                 continue
             if self._cut(src, d):
@@ -549,6 +557,8 @@ class Simulator:
             self.stats["decode_errors"] += 1
             return
         self.stats["messages_delivered"] += 1
+        if self.trace is not None:
+            self.trace(f"{self.now:>7} {src}->{dest} {describe(msg)}")
         if node.byz is not None:
             self._byz_on_message(node, src, msg)
         elif self.nodes[src].byz is not None:
@@ -561,11 +571,15 @@ class Simulator:
         if not node.up or node.epoch != epoch:
             return
         self.stats["timers"] += 1
+        if self.trace is not None:
+            self.trace(f"{self.now:>7} timer@{node.index} {timer.kind.name} v{timer.view}")
         self._call(node, lambda r: r.on_timer(timer, self.local(node)), f"timer {timer}")
 
     # ------------------------------------------------------------------ outputs and checks
 
     def _handle_output(self, node: SimNode, out: Output) -> None:
+        if self.trace is not None:
+            self._trace_output(node, out)
         # 1. log votes (persisted before anything is sent)
         for v in out.wal:
             if node.honest:
@@ -601,6 +615,19 @@ class Simulator:
                         f"node {node.index} finalized height {fz.block.height} with a proof for "
                         f"{fz.proof.block.hex()[:12]}, not that block or a finalized descendant"
                     )
+
+    def _trace_output(self, node: SimNode, out: Output) -> None:
+        assert self.trace is not None
+        r = node.replica
+        state = f"view={r.view} fin={r.finalized_height}" if r is not None else "down"
+        for v in out.wal:
+            self.trace(f"{'':>7}   @{node.index} wal {describe(VoteMsg(v))}")
+        for dest, msg in out.messages:
+            self.trace(f"{'':>7}   @{node.index} send->{'*' if dest is None else dest} {describe(msg)}")
+        for fz in out.finalized:
+            self.trace(f"{'':>7}   @{node.index} FINALIZED h{fz.block.height} {fz.block.hash.hex()[:8]}")
+        if out.wal or out.messages or out.finalized:
+            self.trace(f"{'':>7}   @{node.index} {state}")
 
     def _check_signed(self, node: SimNode, v: Vote) -> None:
         if v.signer != node.index:
@@ -1081,6 +1108,35 @@ _INJECTED_ATTACKS: tuple[str, ...] = (
 )
 
 
+def describe(msg: Message) -> str:
+    """A short human-readable form of a message, for traces."""
+    match msg:
+        case Proposal(b, _):
+            return (
+                f"Proposal v{b.view} h{b.height} {b.hash.hex()[:8]} "
+                f"parent={b.parent.hex()[:8]} by {b.proposer} txs={len(b.txs)}"
+            )
+        case VoteMsg(v):
+            return f"{v.kind.name} v{v.view} {v.block.hex()[:8]} by {v.signer}"
+        case CertificateMsg(c):
+            signers = ",".join(str(s) for s, _ in c.signatures)
+            return f"CERT {c.kind.name} v{c.view} {c.block.hex()[:8]} [{signers}]"
+        case BlockRequest(hashes):
+            return f"BlockRequest {[h.hex()[:8] for h in hashes]}"
+        case BlockResponse(blocks):
+            return f"BlockResponse {[(b.height, b.hash.hex()[:8]) for b in blocks]}"
+        case SyncRequest(h, m):
+            return f"SyncRequest from={h} max={m}"
+        case SyncResponse(blocks, proof):
+            pv = f"v{proof.view}" if proof else "-"
+            return f"SyncResponse {[b.height for b in blocks]} proof={pv}"
+        case Status(v, h):
+            return f"Status view={v} fin={h}"
+        case TxGossip(txs):
+            return f"TxGossip {len(txs)}"
+    return type(msg).__name__
+
+
 def _own_vote(me: int, msg: Message) -> Vote | None:
     """The vote by `me` that sending `msg` reveals (a vote, or a proposal's notarize signature)."""
     if isinstance(msg, VoteMsg) and msg.vote.signer == me:
@@ -1094,12 +1150,12 @@ def _own_vote(me: int, msg: Message) -> Vote | None:
 # ---------------------------------------------------------------------------- scenarios
 
 
-LIVENESS_WINDOW_MS = 10_000
+LIVENESS_WINDOW_MS = 6_000
 
 
 def _latency(rng: random.Random, wide: bool = False) -> tuple[int, int]:
-    lo = rng.randint(2, 20)
-    return lo, lo + rng.randint(10, 300 if wide else 120)
+    lo = rng.randint(10, 40)
+    return lo, lo + rng.randint(20, 400 if wide else 150)
 
 
 def _split(rng: random.Random, members: Sequence[int], parts: int) -> tuple[tuple[int, ...], ...]:
@@ -1170,13 +1226,13 @@ def make_scenario(name: str, seed: int, n: int) -> ScenarioConfig:
     if name == "honest":
         return ScenarioConfig(
             name=name,
-            duration_ms=rng.randint(8_000, 12_000),
+            duration_ms=rng.randint(5_000, 8_000),
             latency_ms=_latency(rng),
             clock_skew_ms=skew,
             check_tx_inclusion=True,
         )
     if name == "lossy":
-        heal = rng.randint(4_000, 10_000)
+        heal = rng.randint(3_000, 7_000)
         return ScenarioConfig(
             name=name,
             duration_ms=heal + LIVENESS_WINDOW_MS,
@@ -1188,7 +1244,7 @@ def make_scenario(name: str, seed: int, n: int) -> ScenarioConfig:
             clock_skew_ms=skew,
         )
     if name == "partition":
-        heal = rng.randint(6_000, 12_000)
+        heal = rng.randint(4_000, 9_000)
         return ScenarioConfig(
             name=name,
             duration_ms=heal + LIVENESS_WINDOW_MS,
@@ -1199,7 +1255,7 @@ def make_scenario(name: str, seed: int, n: int) -> ScenarioConfig:
             clock_skew_ms=skew,
         )
     if name == "crash":
-        heal = rng.randint(5_000, 12_000)
+        heal = rng.randint(4_000, 9_000)
         crashes = _crashes(rng, range(n), 200, heal, rng.randint(1, n - 1))
         if f >= 1 and rng.random() < 0.3:
             victim = rng.choice([c.node for c in crashes] or [0])
@@ -1216,7 +1272,7 @@ def make_scenario(name: str, seed: int, n: int) -> ScenarioConfig:
         )
     if name in ("equivocate", "double_vote", "invalid", "withhold"):
         kind = ByzKind(name)
-        heal = rng.choice((0, rng.randint(2_000, 6_000)))
+        heal = rng.choice((0, rng.randint(2_000, 4_000)))
         return ScenarioConfig(
             name=name,
             duration_ms=max(heal, 2_000) + LIVENESS_WINDOW_MS,
@@ -1228,7 +1284,7 @@ def make_scenario(name: str, seed: int, n: int) -> ScenarioConfig:
             clock_skew_ms=skew,
         )
     if name == "mixed":
-        heal = rng.randint(6_000, 12_000)
+        heal = rng.randint(4_000, 9_000)
         byz = _byzantine(rng, n, rng.randint(0, f), tuple(ByzKind))
         honest = [i for i in range(n) if i not in {b.node for b in byz}]
         return ScenarioConfig(
@@ -1246,10 +1302,12 @@ def make_scenario(name: str, seed: int, n: int) -> ScenarioConfig:
     raise ValueError(f"unknown scenario {name!r}; expected one of {SCENARIOS} or 'random'")
 
 
-def run_scenario(seed: int, n: int, scenario: str | ScenarioConfig) -> SimResult:
+def run_scenario(
+    seed: int, n: int, scenario: str | ScenarioConfig, trace: Callable[[str], None] | None = None
+) -> SimResult:
     """Run one deterministic simulation and return its result (failures are in `result.failures`)."""
     cfg = make_scenario(scenario, seed, n) if isinstance(scenario, str) else scenario
-    return Simulator(seed, n, cfg).run()
+    return Simulator(seed, n, cfg, trace).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1259,11 +1317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=4, help="validators")
     p.add_argument("--scenario", default="random", help=f"one of {', '.join(SCENARIOS)} or random")
     p.add_argument("-v", "--verbose", action="store_true", help="print every result")
+    p.add_argument("--trace", action="store_true", help="print every delivered message and output")
     args = p.parse_args(argv)
     bad = 0
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
-        res = run_scenario(seed, args.n, args.scenario)
+        res = run_scenario(seed, args.n, args.scenario, print if args.trace else None)
         if not res.ok:
             bad += 1
         if args.verbose or not res.ok:
