@@ -316,6 +316,10 @@ class Replica:
             return
         parent = self._parent_for(view)
         pending = self._pending_chain(parent) if parent is not None else None
+        if pending is not None and self._out.finalized:
+            # Blocks finalized during this very event have not reached the application
+            # yet (the host delivers them after we return): they are still "pending" to it.
+            pending = tuple(f.block for f in self._out.finalized) + pending
         payload = None
         if parent is not None and pending is not None:
             payload = self.app.build_payload(parent, pending, self._now)

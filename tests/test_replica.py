@@ -214,3 +214,25 @@ def test_leader_proposes_on_the_notarized_parent() -> None:
     assert (nb.view, nb.height, nb.parent, nb.proposer) == (2, 2, b1.hash, 2)
     assert nb.timestamp_ms > b1.timestamp_ms
     assert [v.block for v in my_votes(out, VoteKind.NOTARIZE)] == [nb.hash]
+
+
+def test_blocks_finalized_in_the_same_event_count_as_pending_for_the_next_proposal() -> None:
+    """The host learns of a finalized block only after the event; the app must still exclude its txs."""
+    seen: list[tuple[Block, ...]] = []
+
+    class Recording(_App):
+        def build_payload(self, parent: Block, pending: tuple[Block, ...], now_ms: int):
+            seen.append(pending)
+            return super().build_payload(parent, pending, now_ms)
+
+    r = Replica(
+        validators=VSET, signer=SIGNERS[2], app=Recording(), store=_Store(), genesis=GENESIS
+    )  # leader of view 2
+    r.start(T0)
+    b1 = block(1)
+    r.on_message(1, propose(b1), T0)
+    # A finalization of view 1 arrives before its notarization: finalize b1, enter view 2, propose.
+    out = r.on_message(3, CertificateMsg(cert(VoteKind.FINALIZE, 1, b1.hash)), T0 + 5)
+    assert [f.block for f in out.finalized] == [b1]
+    assert any(isinstance(m, Proposal) for _, m in out.messages)
+    assert seen and seen[-1] == (b1,)
