@@ -46,6 +46,9 @@ GENESIS_FILE = "genesis.json"
 KEY_FILE = "key.json"
 LOG_FILE = "node.log"
 LOCK_FILE = "devnet.lock"
+ADMIN_TOKEN_FILE = "admin.token"
+ADMIN_LOGIN = "admin"
+ADMIN_EMAIL = "admin@localhost"
 STATUS_PATH = "/api/v1/status"
 
 # The directory that holds the `api` package, so `python -m api.cli` works even
@@ -161,6 +164,11 @@ class Devnet:
 
     def url(self, i: int) -> str:
         return self.nodes[i].url
+
+    def admin_token(self) -> str | None:
+        """The bootstrap admin's API token, if this devnet created one."""
+        path = self.data_dir / ADMIN_TOKEN_FILE
+        return path.read_text().strip() if path.exists() else None
 
     def check_ports(self, indices: Sequence[int] | None = None) -> None:
         """Fail early, naming every busy port, instead of letting nodes crash one by one."""
@@ -431,6 +439,11 @@ def up(
                 _say(err, f"stele up: {e}")
                 return 1
             if ready:
+                token = net.admin_token()
+                if token is not None:
+                    _say(out, f"admin token ({ADMIN_LOGIN}): {token}")
+                    _say(out, f"  saved in {net.data_dir / ADMIN_TOKEN_FILE}; try:")
+                    _say(out, f"  curl -H 'Authorization: token {token}' {net.url(0)}/api/v3/user")
                 _say(out, "devnet is up. Press Ctrl-C to stop.")
             while not stop_requested.wait(0.5):
                 dead = net.exited()
@@ -549,9 +562,31 @@ def _create_new(d: Path, n: int, http_port: int, p2p_port: int) -> tuple[list[De
         pub = public_key(seed)
         vals.append(ValidatorInfo(f"node{i}", pub, HOST, p2p_port + i, http_port + i))
         nodes.append(DevnetNode(i, f"node{i}", ndir, pub, http_port + i, p2p_port + i))
-    genesis = Genesis(CHAIN_ID, int(time.time() * 1000), tuple(vals))
+    # The bootstrap site admin: only the token's hash goes into genesis (and so the log).
+    from api.auth import new_token, token_hash  # imported late: keeps CLI start-up light
+
+    token_path = d / ADMIN_TOKEN_FILE
+    if token_path.exists():
+        token = token_path.read_text().strip()
+    else:
+        token, _ = new_token()
+        _write_private(token_path, token + "\n")
+    admin = {
+        "login": ADMIN_LOGIN,
+        "email": ADMIN_EMAIL,
+        "token_hash": token_hash(token),
+    }
+    genesis = Genesis(CHAIN_ID, int(time.time() * 1000), tuple(vals), {"admin": admin})
     genesis.save(d / GENESIS_FILE)  # written last: its presence marks a complete init
     return nodes, genesis
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fetch_status(client: httpx.Client, node: DevnetNode) -> dict[str, Any] | None:

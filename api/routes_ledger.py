@@ -1,0 +1,50 @@
+"""Native ledger routes: the event stream with positions, and transaction receipts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from adapters.ledger_host import LedgerHost
+from api.errors import ApiError
+
+router = APIRouter(tags=["ledger"])
+
+MAX_EVENTS_PAGE = 1000
+_TX_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _ledger(request: Request) -> LedgerHost:
+    ledger: LedgerHost = request.app.state.ledger
+    return ledger
+
+
+@router.get("/api/v1/events")
+async def events(
+    request: Request,
+    after: int = Query(0, ge=0, description="Return events with a position greater than this"),
+    limit: int = Query(100, ge=1, le=MAX_EVENTS_PAGE),
+) -> dict[str, Any]:
+    """Recorded domain events in log order; resume with `after` = the last `position` you saw."""
+    items = _ledger(request).events.events_after(after, limit)
+    out = [{"position": pos, **event.model_dump()} for pos, event in items]
+    return {"events": out, "next_after": out[-1]["position"] if out else after}
+
+
+@router.get("/api/v1/receipts/{tx_id}")
+async def receipt(request: Request, tx_id: str) -> dict[str, Any]:
+    """The outcome of a transaction once this node has applied it."""
+    if not _TX_ID.fullmatch(tx_id):
+        raise ApiError(422, "tx_id must be 64 lowercase hex characters")
+    found = _ledger(request).receipt(tx_id)
+    if found is None:
+        raise ApiError(404, f"no receipt for {tx_id} on this node (not applied here yet, or unknown)")
+    return found.to_json()
+
+
+@router.get("/api/v1/ledger")
+async def ledger_status(request: Request) -> dict[str, Any]:
+    """Applied height, app hash, and execution counters of this node's ledger."""
+    return _ledger(request).status()
