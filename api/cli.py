@@ -181,6 +181,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         p2p_host=args.host,
         p2p_port=args.p2p_port,
         log_level=args.log_level,
+        event_store_url=args.event_store or os.environ.get("STELE_EVENT_STORE") or None,
     )
     return int(run_node(opts))
 
@@ -241,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--p2p-port", required=True, type=_port, metavar="PORT")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     run.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    run.add_argument(
+        "--event-store",
+        metavar="URL",
+        help="postgresql://user@host:port/db?schema=NAME for a PostgreSQL event store "
+        "(default: SQLite at DIR/events.sqlite; env STELE_EVENT_STORE)",
+    )
     run.set_defaults(func=cmd_node_run)
 
     upp = sub.add_parser(
