@@ -172,7 +172,10 @@ class LedgerHost:
                 )
         else:
             self.events.append_block(block.height, result.events, result.receipts, result.app_hash)
-        self.projector.apply_block(block.height, result.events)
+        if result.events:
+            # Blocks without events change no read model; skipping them keeps idle blocks cheap
+            # (the projector's tracking may lag behind; it catches up with the next events).
+            self.projector.apply_block(block.height, result.events)
         result.state.merge_into_parent()
         self.tip = block
         self.stats["blocks_applied"] += 1

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from adapters.consensus_host import ConsensusHost
 from adapters.ledger_host import LedgerHost
-from api import routes_chain, routes_ledger
+from api import routes_chain, routes_ledger, v3
 from api.errors import install_error_handlers
 from api.gateway import CommandGateway
 from api.metrics import NodeMetrics
@@ -25,5 +25,6 @@ def create_app(host: ConsensusHost, metrics: NodeMetrics, ledger: LedgerHost, se
     app.state.gateway = CommandGateway(host, ledger, seed)
     install_error_handlers(app)
     app.include_router(routes_chain.router)
+    app.include_router(v3.router, prefix="/api/v3")
     app.include_router(routes_ledger.router)
     return app

@@ -48,7 +48,7 @@ LOG_FILE = "node.log"
 LOCK_FILE = "devnet.lock"
 ADMIN_TOKEN_FILE = "admin.token"
 ADMIN_LOGIN = "admin"
-ADMIN_EMAIL = "admin@localhost"
+ADMIN_EMAIL = "admin@stele.localhost"
 STATUS_PATH = "/api/v1/status"
 
 # The directory that holds the `api` package, so `python -m api.cli` works even

@@ -25,6 +25,8 @@ from domain.names import email_error, login_error
 from domain.state import VERSIONS, LedgerState
 
 APP_HASH_DOMAIN = b"stele/apphash/v1"
+#: The receipt message of a transaction whose id was already applied (a replay).
+DUPLICATE_MESSAGE = "duplicate transaction"
 GENESIS_PREV_APP_HASH = b"\x00" * 32
 
 
@@ -187,7 +189,7 @@ def execute_block(
             if tx.chain_id != ctx.chain_id:
                 outcome = Rejection(BAD_TRANSACTION, f"transaction is for chain {tx.chain_id!r}")
             elif fork.is_applied(tx_id):
-                outcome = Rejection(CONFLICT, "duplicate transaction")
+                outcome = Rejection(CONFLICT, DUPLICATE_MESSAGE)
             else:
                 actor = authenticate(fork, tx, ctx.validators)
                 if isinstance(actor, Rejection):

@@ -199,6 +199,7 @@ class _FakeOptions:
     p2p_host: str
     p2p_port: int
     log_level: str = "info"
+    event_store_url: str | None = None
 
 
 def test_node_run_builds_node_options(
