@@ -20,6 +20,7 @@ from consensus.types import (
 
 MAX_BLOCKS_PER_MESSAGE = 256
 MAX_HASHES_PER_REQUEST = 256
+MAX_CERT_VIEWS_PER_REQUEST = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,13 @@ class SyncResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    """Ask peers for the certificates of views we missed (e.g. after a restart)."""
+
+    views: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     view: int
     finalized_height: int
@@ -89,6 +97,7 @@ Message = (
     | SyncRequest
     | SyncResponse
     | Status
+    | CertificateRequest
 )
 
 _TAGS: dict[type, int] = {
@@ -101,6 +110,7 @@ _TAGS: dict[type, int] = {
     SyncRequest: 7,
     SyncResponse: 8,
     Status: 9,
+    CertificateRequest: 10,
 }
 
 
@@ -139,6 +149,10 @@ def encode_message(msg: Message) -> bytes:
                 proof.write(w)
         case Status(view, finalized_height):
             w.u64(view).u64(finalized_height)
+        case CertificateRequest(views):
+            w.u32(len(views))
+            for v in views:
+                w.u64(v)
     return w.getvalue()
 
 
@@ -172,6 +186,9 @@ def decode_message(data: bytes) -> Message:
         msg = SyncResponse(blocks, Certificate.read(r) if has_proof else None)
     elif tag == 9:
         msg = Status(r.u64(), r.u64())
+    elif tag == 10:
+        n = r.count(MAX_CERT_VIEWS_PER_REQUEST)
+        msg = CertificateRequest(tuple(r.u64() for _ in range(n)))
     else:
         raise DecodeError(f"unknown message tag {tag}")
     r.done()

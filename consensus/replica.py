@@ -27,10 +27,12 @@ from consensus.interface import (
 )
 from consensus.messages import (
     MAX_BLOCKS_PER_MESSAGE,
+    MAX_CERT_VIEWS_PER_REQUEST,
     MAX_HASHES_PER_REQUEST,
     BlockRequest,
     BlockResponse,
     CertificateMsg,
+    CertificateRequest,
     Message,
     Proposal,
     Status,
@@ -67,6 +69,7 @@ class _ViewState:
     nullification: Certificate | None = None
     finalization: Certificate | None = None
     proposed: bool = False
+    propose_retry_pending: bool = False
 
 
 class Replica:
@@ -123,6 +126,7 @@ class Replica:
                 self.view = max(self.view, vote.view + 1)
 
         self._wanted: dict[bytes, tuple[int, int]] = {}  # block hash -> (first, last request time)
+        self._cert_asked: dict[int, int] = {}  # view -> last time we asked peers for its certificate
         self._pending_final: Certificate | None = None
         self._peer_status: dict[int, Status] = {}
         self._sync_inflight: tuple[int, int] | None = None  # (peer, sent at)
@@ -147,7 +151,13 @@ class Replica:
 
     def start(self, now_ms: int) -> Output:
         self._begin(now_ms)
+        # Votes recovered from the WAL may never have left before the crash; peers may need them.
+        for view in (self.view - 1, self.view):
+            for vote in self._my_votes(view):
+                self._broadcast(VoteMsg(vote))
         self._enter_view(self.view, force=True)
+        if self._vs(self.view).my_nullify is not None:
+            self._timer(TimerKind.NULLIFY_RETRY, self.view, self.config.nullify_retry_ms)
         self._timer(TimerKind.STATUS, 0, self.config.status_interval_ms)
         self._broadcast(Status(self.view, self.finalized_height))
         return self._end()
@@ -174,6 +184,8 @@ class Replica:
                 self._on_sync_response(sender, blocks, proof)
             case Status():
                 self._on_status(sender, msg)
+            case CertificateRequest(views):
+                self._on_certificate_request(sender, views)
             case TxGossip():
                 self.dropped["unexpected_message"] += 1
         return self._end()
@@ -198,6 +210,7 @@ class Replica:
             self._push_entry_certificate(None)
             self._timer(TimerKind.NULLIFY_RETRY, view, self.config.nullify_retry_ms)
         elif kind == TimerKind.PROPOSE_RETRY:
+            self._vs(view).propose_retry_pending = False
             self._try_propose()
         return self._end()
 
@@ -225,6 +238,13 @@ class Replica:
 
     def _timer(self, kind: TimerKind, view: int, delay_ms: int) -> None:
         self._out.timers.append(Timer(kind, view, self._now + delay_ms))
+
+    def _my_votes(self, view: int) -> list[Vote]:
+        vs = self._views.get(view)
+        if vs is None:
+            return []
+        mine = [vs.notarize_by.get(self.me), vs.my_nullify, vs.finalize_by.get(self.me)]
+        return [v for v in mine if v is not None]
 
     def _vs(self, view: int) -> _ViewState:
         vs = self._views.get(view)
@@ -288,6 +308,7 @@ class Replica:
                     self._want(certified)
                 return parent
             if vs is None or vs.nullification is None:
+                self._want_certificate(u)
                 return None
             u -= 1
         return tip if u == tip.view else None
@@ -324,7 +345,9 @@ class Replica:
         if parent is not None and pending is not None:
             payload = self.app.build_payload(parent, pending, self._now)
         if parent is None or payload is None:
-            self._timer(TimerKind.PROPOSE_RETRY, view, self.config.propose_retry_ms)
+            if not vs.propose_retry_pending:  # one retry chain per view, however often we get here
+                vs.propose_retry_pending = True
+                self._timer(TimerKind.PROPOSE_RETRY, view, self.config.propose_retry_ms)
             return
         txs, app_hash = payload
         ts = max(self._now, parent.timestamp_ms + 1)
@@ -388,10 +411,12 @@ class Replica:
             return Verdict.REJECT  # would fork the finalized chain
         if parent.hash != self.finalized_tip.hash:
             if self._certified(self._views.get(parent.view)) != parent.hash:
+                self._want_certificate(parent.view)
                 return Verdict.WAIT  # parent not (yet) known to be notarized
         for u in range(parent.view + 1, block.view):
             uvs = self._views.get(u)
             if uvs is None or uvs.nullification is None:
+                self._want_certificate(u)
                 return Verdict.WAIT
         if block.timestamp_ms <= parent.timestamp_ms:
             self.dropped["bad_timestamp"] += 1
@@ -577,6 +602,28 @@ class Replica:
         self._out.finalized.append(Finalized(block, proof))
         self.stats["blocks_finalized"] += 1
 
+    # ------------------------------------------------------------------ certificate fetching
+
+    def _want_certificate(self, view: int) -> None:
+        """Ask peers for a view's certificate we lack (lost on a crash, or missed while cut off)."""
+        last = self._cert_asked.get(view)
+        if last is not None and self._now - last < REQUEST_RETRY_MS:
+            return
+        self._cert_asked[view] = self._now
+        if len(self._cert_asked) > 4 * MAX_CERT_VIEWS_PER_REQUEST:
+            floor = self.finalized_tip.view
+            self._cert_asked = {v: t for v, t in self._cert_asked.items() if v > floor}
+        self._broadcast(CertificateRequest((view,)))
+
+    def _on_certificate_request(self, sender: int, views: tuple[int, ...]) -> None:
+        for view in views[:MAX_CERT_VIEWS_PER_REQUEST]:
+            vs = self._views.get(view)
+            if vs is None:
+                continue
+            for cert in (vs.notarization, vs.nullification, vs.finalization):
+                if cert is not None:
+                    self._send(sender, CertificateMsg(cert))
+
     # ------------------------------------------------------------------ block fetching
 
     def _want(self, h: bytes) -> None:
@@ -725,19 +772,22 @@ class Replica:
                 return
             self._last_cert_push[dest] = self._now
         lo = max(since if since is not None else self.view - 1, self.view - 16, 1)
-        certs: list[Certificate] = []
+        msgs: list[Message] = []
         for u in range(lo, self.view):
             vs = self._views.get(u)
             if vs is None:
                 continue
             if vs.notarization is not None:
-                certs.append(vs.notarization)
+                msgs.append(CertificateMsg(vs.notarization))
             elif vs.nullification is not None:
-                certs.append(vs.nullification)
-        if self.finalized_proof is not None:
-            certs.append(self.finalized_proof)
-        for c in certs:
-            if dest is None:
-                self._broadcast(CertificateMsg(c))
+                msgs.append(CertificateMsg(vs.nullification))
             else:
-                self._send(dest, CertificateMsg(c))
+                # No certificate (e.g. lost in a crash): our own votes may complete the peer's.
+                msgs.extend(VoteMsg(v) for v in self._my_votes(u))
+        if self.finalized_proof is not None:
+            msgs.append(CertificateMsg(self.finalized_proof))
+        for m in msgs:
+            if dest is None:
+                self._broadcast(m)
+            else:
+                self._send(dest, m)
