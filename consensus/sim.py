@@ -454,10 +454,10 @@ class Simulator:
 
     def _crash_event(self, c: Crash) -> None:
         node = self.nodes[c.node]
-        if not node.up:
-            return
         if c.restart_ms is None:
             node.permanently_down = True
+        if not node.up:
+            return
         if c.mid_output:
             node.crash_pending = True
             # Crash anyway if no vote is logged soon.
@@ -477,6 +477,8 @@ class Simulator:
         self.stats["crashes"] += 1
 
     def _restart(self, node: SimNode) -> None:
+        if node.permanently_down:
+            return
         if node.up:
             # The mid-output crash never triggered and the node is still up: crash now, restart.
             self._crash(node)
