@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,30 +70,39 @@ class ApiNode:
                 self.proc.wait(10)
 
 
-def start_api_node(tmp: Path, timeout_s: float = 30.0) -> ApiNode:
+def start_api_node(tmp: Path, timeout_s: float = 30.0, extra_args: Sequence[str] = ()) -> ApiNode:
+    """Start (or, when `tmp` already holds its chain, restart) the single-validator node."""
     tmp.mkdir(parents=True, exist_ok=True)
-    seed = generate_key()
     key_path = tmp / "validator.key"
-    pub = save_key(key_path, seed)
-    http_port = free_port()
-    p2p_port = free_port()
-    while p2p_port == http_port:
-        p2p_port = free_port()
-    admin_token = "stl_" + secrets.token_urlsafe(30)
-    genesis = Genesis(
-        chain_id="stele-api-test",
-        genesis_time_ms=int(time.time() * 1000) - 1000,
-        validators=(ValidatorInfo("v0", pub, "127.0.0.1", p2p_port, http_port),),
-        extra={
-            "admin": {
-                "login": ADMIN_LOGIN,
-                "email": ADMIN_EMAIL,
-                "token_hash": hashlib.sha256(admin_token.encode()).hexdigest(),
-            }
-        },
-    )
     genesis_path = tmp / "genesis.json"
-    genesis.save(genesis_path)
+    token_path = tmp / "admin.token"
+    if genesis_path.exists():
+        genesis = Genesis.load(genesis_path)
+        http_port = genesis.validators[0].http_port
+        p2p_port = genesis.validators[0].p2p_port
+        admin_token = token_path.read_text()
+    else:
+        seed = generate_key()
+        pub = save_key(key_path, seed)
+        http_port = free_port()
+        p2p_port = free_port()
+        while p2p_port == http_port:
+            p2p_port = free_port()
+        admin_token = "stl_" + secrets.token_urlsafe(30)
+        token_path.write_text(admin_token)
+        genesis = Genesis(
+            chain_id="stele-api-test",
+            genesis_time_ms=int(time.time() * 1000) - 1000,
+            validators=(ValidatorInfo("v0", pub, "127.0.0.1", p2p_port, http_port),),
+            extra={
+                "admin": {
+                    "login": ADMIN_LOGIN,
+                    "email": ADMIN_EMAIL,
+                    "token_hash": hashlib.sha256(admin_token.encode()).hexdigest(),
+                }
+            },
+        )
+        genesis.save(genesis_path)
     log_path = tmp / "node.log"
     cmd = [
         sys.executable,
@@ -112,8 +122,9 @@ def start_api_node(tmp: Path, timeout_s: float = 30.0) -> ApiNode:
         str(p2p_port),
         "--log-level",
         "warning",
+        *extra_args,
     ]
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     node = ApiNode(f"http://127.0.0.1:{http_port}", admin_token, proc, log_path)
     try:
