@@ -96,6 +96,7 @@ class ConsensusHost:
         on_finalized: Callable[[Finalized], None] | None = None,
         app_hash: Callable[[Block], bytes | None] | None = None,
         on_halt: Callable[[NodeHalt], None] | None = None,
+        admit: Callable[[bytes], str | None] | None = None,
     ) -> None:
         self.genesis = genesis
         self.validators = genesis.validator_set()
@@ -146,6 +147,7 @@ class ConsensusHost:
         self.block_observer: Callable[[float], None] | None = None
         self._external_on_finalized = on_finalized
         self._on_halt = on_halt
+        self._admit = admit
         self.halted: NodeHalt | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[bytes, list[asyncio.Future[TxLocation]]] = {}
@@ -269,7 +271,17 @@ class ConsensusHost:
                     if not fut.done():
                         fut.set_result(loc)
             if self._external_on_finalized is not None:
-                self._external_on_finalized(f)
+                try:
+                    self._external_on_finalized(f)
+                except NodeHalt:
+                    raise
+                except Exception as exc:
+                    # The application could not apply a final block: going on would leave it
+                    # behind the chain for good, so stop loudly instead.
+                    log.exception("applying finalized block %d failed", block.height)
+                    raise NodeHalt(
+                        f"applying finalized block {block.height} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
         while len(self._recent) > RECENT_TX_INDEX:
             self._recent.popitem(last=False)
         tip = self.replica.finalized_tip
@@ -281,6 +293,9 @@ class ConsensusHost:
     def _on_gossip(self, msg: TxGossip) -> None:
         added = False
         for tx in msg.txs:
+            if self._admit is not None and self._admit(tx) is not None:
+                self.dropped["inadmissible_tx"] += 1
+                continue
             result, _ = self.mempool.add(tx)
             if result == AddResult.TOO_LARGE:
                 self.dropped["oversized_tx"] += 1

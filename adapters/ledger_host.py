@@ -11,6 +11,7 @@ fork is merged into the finalized state.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 from adapters.consensus_host import NodeHalt
 from adapters.event_store import EventStore
+from commands.envelope import EnvelopeError, decode_transaction
 from commands.ledger import BlockContext, BlockResult, GenesisAdmin, Receipt, execute_block, genesis_state
 from consensus.genesis import Genesis
 from consensus.interface import Finalized, FinalizedStore
@@ -146,6 +148,19 @@ class LedgerHost:
         """The app hash a block extending `parent` must carry: the state hash after `parent`."""
         after = self._after(parent)
         return None if after is None else after[1]
+
+    def admit(self, raw: bytes) -> str | None:
+        """Why a transaction should not enter the mempool (None: it may). Cheap, structural:
+        keeps junk and replays out of blocks; authorization is decided when it is applied."""
+        if self.state.is_applied(hashlib.sha256(raw).hexdigest()):
+            return "transaction already applied"
+        try:
+            tx = decode_transaction(raw)
+        except EnvelopeError as exc:
+            return str(exc)
+        if tx.chain_id != self.chain_id:
+            return f"transaction is for chain {tx.chain_id!r}, this is {self.chain_id!r}"
+        return None
 
     def on_finalized(self, f: Finalized) -> None:
         self.apply_finalized(f.block)

@@ -49,6 +49,7 @@ LOCK_FILE = "devnet.lock"
 ADMIN_TOKEN_FILE = "admin.token"
 ADMIN_LOGIN = "admin"
 ADMIN_EMAIL = "admin@stele.localhost"
+ADMIN_TOKEN_ID = "genesis-admin"
 STATUS_PATH = "/api/v1/status"
 
 # The directory that holds the `api` package, so `python -m api.cli` works even
@@ -575,6 +576,7 @@ def _create_new(d: Path, n: int, http_port: int, p2p_port: int) -> tuple[list[De
         "login": ADMIN_LOGIN,
         "email": ADMIN_EMAIL,
         "token_hash": token_hash(token),
+        "token_id": ADMIN_TOKEN_ID,
     }
     genesis = Genesis(CHAIN_ID, int(time.time() * 1000), tuple(vals), {"admin": admin})
     genesis.save(d / GENESIS_FILE)  # written last: its presence marks a complete init

@@ -83,6 +83,7 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         on_finalized=ledger.on_finalized,
         app_hash=ledger.app_hash_for_child,
         on_halt=on_halt,
+        admit=ledger.admit,
     )
     ledger.set_block_lookup(host.replica.blocks.get)
     try:

@@ -9,10 +9,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from adapters.consensus_host import ConsensusHost
+from adapters.ledger_host import LedgerHost
 from api.errors import ApiError
+from api.gateway import CommandGateway
 from api.metrics import NodeMetrics
 from consensus.interface import Finalized
 from consensus.mempool import AddResult
+from consensus.types import tx_id
 
 router = APIRouter()
 
@@ -148,6 +151,20 @@ async def submit(
             f"validators, {host.validators.quorum} needed",
             unavailable,
         )
+    ledger: LedgerHost = request.app.state.ledger
+    tid = tx_id(tx)
+    applied = ledger.receipt(tid.hex())
+    if applied is not None:  # an idempotent resubmission: report the outcome it already had
+        done = {"tx_id": tid.hex(), "status": "finalized", "height": applied.height}
+        done["receipt"] = applied.to_json()
+        return JSONResponse(done, status_code=200, headers={"X-Stele-Position": str(applied.height)})
+    reason = ledger.admit(tx)
+    if reason is not None:
+        raise ApiError(400, f"not a valid transaction: {reason}")
+    gateway: CommandGateway = request.app.state.gateway
+    early = gateway.precheck(tx)
+    if not early.ok:
+        raise ApiError(early.code, early.message)
     result, tid = host.submit(tx)
     if result == AddResult.FULL:
         raise ApiError(503, "mempool is full, retry later", unavailable)
@@ -165,6 +182,9 @@ async def submit(
         loc = await host.wait_finalized(tid, min(remaining, 0.5)) if remaining > 0 else None
         if loc is not None:
             body.update(status="finalized", height=loc.height, block_hash=loc.block_hash.hex())
+            receipt = await ledger.wait_receipt(tid.hex(), 5.0)
+            if receipt is not None:
+                body["receipt"] = receipt.to_json()
             return JSONResponse(body, status_code=200, headers={"X-Stele-Position": str(loc.height)})
         if not host.quorum_reachable():
             raise ApiError(503, "lost contact with a quorum of validators before finality", unavailable)
@@ -208,9 +228,16 @@ async def submit_batch(request: Request) -> JSONResponse:
         raise ApiError(400, "empty batch")
     if not host.quorum_reachable():
         raise ApiError(503, "no quorum reachable", {"Retry-After": "1"})
+    ledger: LedgerHost = request.app.state.ledger
     counts = {"added": 0, "duplicate": 0, "full": 0}
     ids = []
-    for tx in txs:
+    rejected = []
+    for i, tx in enumerate(txs):
+        reason = ledger.admit(tx)
+        if reason is not None:
+            rejected.append({"index": i, "reason": reason})
+            ids.append(tx_id(tx).hex())
+            continue
         result, tid = host.submit(tx)
         ids.append(tid.hex())
         if result == AddResult.ADDED:
@@ -220,7 +247,7 @@ async def submit_batch(request: Request) -> JSONResponse:
         else:
             counts["full"] += 1
     status = 503 if counts["full"] == len(txs) else 202
-    return JSONResponse({"tx_ids": ids, **counts}, status_code=status)
+    return JSONResponse({"tx_ids": ids, **counts, "rejected": rejected}, status_code=status)
 
 
 @router.get("/metrics", tags=["health"])

@@ -16,6 +16,7 @@ from typing import Any
 from commands.auth import authenticate
 from commands.decision import BAD_TRANSACTION, CONFLICT, INTERNAL, OK, HandlerContext, Rejection
 from commands.envelope import EnvelopeError, Transaction, decode_transaction
+from commands.git_view import GitView
 from commands.handlers import decide, result_of
 from domain.canonical import canonical_json
 from domain.events import Event, RecordedEvent, TokenIssued, UserCreated
@@ -32,17 +33,24 @@ GENESIS_PREV_APP_HASH = b"\x00" * 32
 
 @dataclass(frozen=True)
 class BlockContext:
-    """What the block says about itself; validators are Ed25519 public keys by index."""
+    """What the block says about itself; validators are Ed25519 public keys by index.
+
+    `git` is the node's oracle over git objects for the pushes in this block (see
+    `commands.git_view` for what it must answer from). Without one, every push is
+    refused with 503 "git objects unavailable"; other commands don't need it.
+    """
 
     chain_id: str
     height: int
     timestamp_ms: int
     validators: tuple[bytes, ...]
+    git: GitView | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Receipt:
-    """The outcome of one transaction; `result` holds ids it created (e.g. {"repo_id": ...})."""
+    """The outcome of one transaction; `result` holds ids it created (e.g. {"repo_id": ...})
+    or, for a push (accepted or refused), the per-ref outcome {"refs": [...]}."""
 
     tx_id: str
     height: int
@@ -119,6 +127,10 @@ def app_hash_step(
     return h.digest()
 
 
+class _Replayed(Exception):
+    """Internal signal: these exact bytes were applied before."""
+
+
 class _Recorder:
     """Turns a transaction's events into RecordedEvents and folds them into the state."""
 
@@ -182,24 +194,31 @@ def execute_block(
         outcome: list[Event] | Rejection
         actor_id = ""
         try:
+            # Replays first: any bytes seen before, valid or not, get the duplicate receipt.
+            if fork.is_applied(tx_id):
+                raise _Replayed
             tx = decode_transaction(raw)
+        except _Replayed:
+            outcome = Rejection(CONFLICT, DUPLICATE_MESSAGE)
         except EnvelopeError as e:
             outcome = Rejection(BAD_TRANSACTION, str(e))
         else:
             if tx.chain_id != ctx.chain_id:
                 outcome = Rejection(BAD_TRANSACTION, f"transaction is for chain {tx.chain_id!r}")
-            elif fork.is_applied(tx_id):
-                outcome = Rejection(CONFLICT, DUPLICATE_MESSAGE)
             else:
                 actor = authenticate(fork, tx, ctx.validators)
                 if isinstance(actor, Rejection):
                     outcome = actor
                 else:
                     actor_id = actor.user_id
-                    hctx = HandlerContext(tx_id, ctx.height, ctx.timestamp_ms, actor)
+                    hctx = HandlerContext(tx_id, ctx.height, ctx.timestamp_ms, actor, ctx.git)
                     outcome = _run_handler(fork, tx, hctx)
         if isinstance(outcome, Rejection):
-            receipts.append(Receipt(tx_id, ctx.height, index, False, outcome.code, outcome.message, 0, {}))
+            receipts.append(
+                Receipt(
+                    tx_id, ctx.height, index, False, outcome.code, outcome.message, 0, dict(outcome.result)
+                )
+            )
         else:
             recorder.record(outcome, tx_id, index, actor_id)
             count = len(recorder.events) - first_event

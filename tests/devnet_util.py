@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -10,7 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from api.devnet import Devnet
+from adapters.keys import load_key, public_key
+from api.devnet import ADMIN_LOGIN, ADMIN_TOKEN_ID, Devnet
+from commands.envelope import sign_as_node
 
 
 def _free(port: int) -> bool:
@@ -75,6 +79,27 @@ def assert_same_chain(net: Devnet, nodes: list[int], upto: int) -> None:
         assert len(hashes) == 1, f"nodes disagree at height {h}: {hashes}"
 
 
-def submit(net: Devnet, i: int, tx: bytes, wait: bool = True, timeout: float = 15) -> httpx.Response:
+def signed_tx(net: Devnet, via: int, tag: str) -> bytes:
+    """A real command (create a user named after `tag`) attested by validator `via` for the admin."""
+    seed = load_key(net.nodes[via].key_path)
+    index = net.genesis.index_of(public_key(seed))
+    assert index is not None
+    login = "u" + hashlib.sha256(tag.encode()).hexdigest()[:16]
+    return sign_as_node(
+        chain_id=net.genesis.chain_id,
+        kind="user.create",
+        payload={"login": login, "email": f"{login}@example.com"},
+        actor=ADMIN_LOGIN,
+        nonce=secrets.token_hex(16),
+        seed=seed,
+        node_index=index,
+        token_id=ADMIN_TOKEN_ID,
+    ).encode()
+
+
+def submit(net: Devnet, i: int, tx: bytes | str, wait: bool = True, timeout: float = 15) -> httpx.Response:
+    """Submit `tx` to node i; a str is turned into a real command attested by node i."""
+    if isinstance(tx, str):
+        tx = signed_tx(net, i, tx)
     params = {"wait": "true", "timeout": str(min(timeout, 60))} if wait else {}
     return httpx.post(f"{net.url(i)}/api/v1/transactions", params=params, content=tx, timeout=timeout + 5)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from api.devnet import Devnet
-from tests.devnet_util import assert_same_chain, height, start_devnet, submit, wait_until
+from tests.devnet_util import assert_same_chain, height, signed_tx, start_devnet, submit, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 def test_transactions_are_finalized_on_every_node(net: Devnet) -> None:
     heights = []
     for k in range(12):
-        r = submit(net, k % 4, b"tx-basic-%d" % k)
+        r = submit(net, k % 4, f"tx-basic-{k}")
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "finalized"
@@ -43,11 +43,23 @@ def test_transactions_are_finalized_on_every_node(net: Devnet) -> None:
 
 
 def test_submission_without_wait_is_accepted_then_finalized(net: Devnet) -> None:
-    r = submit(net, 1, b"tx-async", wait=False)
+    tx = signed_tx(net, 1, "tx-async")
+    r = submit(net, 1, tx, wait=False)
     assert r.status_code == 202
     tx_id = r.json()["tx_id"]
-    again = submit(net, 2, b"tx-async")  # same bytes, other node: same id, waits for the same tx
+    again = submit(net, 2, tx)  # same bytes, other node: same id, the same transaction's outcome
     assert again.status_code == 200 and again.json()["tx_id"] == tx_id
+    assert again.json()["receipt"]["ok"] is True
+
+
+def test_invalid_and_replayed_transactions_are_refused(net: Devnet) -> None:
+    r = submit(net, 0, b"not a transaction")
+    assert r.status_code == 400 and "not a valid transaction" in r.json()["message"]
+    tx = signed_tx(net, 0, "tx-replayed")
+    first = submit(net, 0, tx)
+    assert first.status_code == 200
+    again = submit(net, 3, tx)  # a replay is answered with the original outcome, not applied twice
+    assert again.status_code == 200 and again.json()["height"] == first.json()["height"]
 
 
 def test_bad_requests_get_clear_errors(net: Devnet) -> None:
@@ -78,14 +90,14 @@ def test_one_validator_killed_the_rest_continue_and_it_catches_up(net: Devnet) -
     net.kill(3)
     before = height(net, 0)
     for k in range(5):
-        r = submit(net, k % 3, b"tx-one-down-%d" % k)
+        r = submit(net, k % 3, f"tx-one-down-{k}")
         assert r.status_code == 200, r.text
     assert height(net, 0) > before
     net.restart(3)
     target = max(height(net, i) for i in range(3))
     assert wait_until(lambda: height(net, 3) >= target, 60), "restarted node did not catch up"
     assert_same_chain(net, [0, 1, 2, 3], target)
-    r = submit(net, 3, b"tx-after-restart")
+    r = submit(net, 3, "tx-after-restart")
     assert r.status_code == 200, r.text
 
 
@@ -93,7 +105,7 @@ def test_two_validators_killed_stops_finality_then_resumes(net: Devnet) -> None:
     net.kill(2)
     net.kill(3)
     assert wait_until(lambda: (net.status(0) or {}).get("peers_connected") == 1, 10)
-    r = submit(net, 0, b"tx-no-quorum", timeout=10)
+    r = submit(net, 0, "tx-no-quorum", timeout=10)
     assert r.status_code == 503
     assert "quorum" in r.json()["message"]
     assert httpx.get(f"{net.url(0)}/health/ready").status_code == 503
@@ -102,7 +114,7 @@ def test_two_validators_killed_stops_finality_then_resumes(net: Devnet) -> None:
     net.restart(2)
     net.restart(3)
     assert wait_until(lambda: (net.status(0) or {}).get("peers_connected") == 3, 30)
-    r = submit(net, 0, b"tx-quorum-back", timeout=30)
+    r = submit(net, 0, "tx-quorum-back", timeout=30)
     assert r.status_code == 200, r.text
     top = r.json()["height"]
     assert wait_until(lambda: all(height(net, i) >= top for i in range(4)), 60)
@@ -112,7 +124,7 @@ def test_two_validators_killed_stops_finality_then_resumes(net: Devnet) -> None:
 def test_whole_devnet_restart_resumes_the_same_chain(tmp_path: Path) -> None:
     net = start_devnet(tmp_path / "restart")
     try:
-        r = submit(net, 0, b"tx-before-restart")
+        r = submit(net, 0, "tx-before-restart")
         assert r.status_code == 200
         h = r.json()["height"]
         first = [httpx.get(f"{net.url(0)}/api/v1/blocks/{k}").json()["hash"] for k in range(1, h + 1)]
@@ -123,6 +135,6 @@ def test_whole_devnet_restart_resumes_the_same_chain(tmp_path: Path) -> None:
         net.start()
         assert net.wait_ready(60, min_height=h + 1)
         assert [httpx.get(f"{net.url(1)}/api/v1/blocks/{k}").json()["hash"] for k in range(1, h + 1)] == first
-        assert submit(net, 2, b"tx-after-full-restart").status_code == 200
+        assert submit(net, 2, "tx-after-full-restart").status_code == 200
     finally:
         net.stop()

@@ -109,3 +109,19 @@ def test_a_block_committing_to_another_state_halts_the_node(tmp_path: Path) -> N
     assert "app hash mismatch at height 1" in str(info.value)
     assert ledger.height == 0
     ledger.close()
+
+
+def test_replayed_garbage_gets_a_duplicate_receipt_not_a_crash(tmp_path: Path) -> None:
+    g = _genesis()
+    ledger = LedgerHost(genesis=g, data_dir=tmp_path)
+    blocks: dict[bytes, Block] = {}
+    ledger.set_block_lookup(blocks.get)
+    root = genesis_block(g.chain_id, g.genesis_time_ms)
+    b1 = _child(ledger, root, (b"garbage", b"garbage"))
+    blocks[b1.hash] = b1
+    b2 = _child(ledger, b1, (b"garbage",))
+    assert [r.code for r in ledger.apply_finalized(b1)] == [400, 409]
+    assert [r.code for r in ledger.apply_finalized(b2)] == [409]
+    first = ledger.receipt(hashlib.sha256(b"garbage").hexdigest())
+    assert first is not None and first.code == 400 and first.height == 1
+    ledger.close()
