@@ -9,6 +9,7 @@ from adapters.ledger_host import LedgerHost
 from api import routes_chain, routes_ledger, v3
 from api.errors import install_error_handlers
 from api.gateway import CommandGateway
+from api.limits import BodyLimit
 from api.metrics import NodeMetrics
 
 
@@ -24,6 +25,7 @@ def create_app(host: ConsensusHost, metrics: NodeMetrics, ledger: LedgerHost, se
     app.state.ledger = ledger
     app.state.gateway = CommandGateway(host, ledger, seed)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, prefix="/api/v3")
     app.include_router(routes_chain.router)
     app.include_router(v3.router, prefix="/api/v3")
     app.include_router(routes_ledger.router)

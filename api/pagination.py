@@ -10,6 +10,7 @@ from api.errors import ApiError
 
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
+MAX_PAGE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Page:
 
 
 def page_params(
-    page: int = Query(1, description="Page number, from 1"),
+    page: int = Query(1, le=MAX_PAGE, description="Page number, from 1"),
     per_page: int = Query(DEFAULT_PER_PAGE, description=f"Results per page, at most {MAX_PER_PAGE}"),
 ) -> Page:
     if page < 1:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from adapters.ledger_host import LedgerHost
+from api.auth import authenticate, require
 from api.errors import ApiError
 
 router = APIRouter(tags=["ledger"])
@@ -24,11 +25,18 @@ def _ledger(request: Request) -> LedgerHost:
 @router.get("/api/v1/events")
 async def events(
     request: Request,
-    after: int = Query(0, ge=0, description="Return events with a position greater than this"),
+    after: int = Query(0, ge=0, le=2**62, description="Return events with a position greater than this"),
     limit: int = Query(100, ge=1, le=MAX_EVENTS_PAGE),
 ) -> dict[str, Any]:
-    """Recorded domain events in log order; resume with `after` = the last `position` you saw."""
-    items = _ledger(request).events.events_after(after, limit)
+    """Recorded domain events in log order; resume with `after` = the last `position` you saw.
+
+    Site administrators only: the raw stream includes private repositories and emails.
+    """
+    ledger = _ledger(request)
+    caller = require(authenticate(ledger.state, request.headers.get("authorization")))
+    if not caller.user.site_admin:
+        raise ApiError(403, "the event stream is available to site administrators")
+    items = ledger.events.events_after(after, limit)
     out = [{"position": pos, **event.model_dump()} for pos, event in items]
     return {"events": out, "next_after": out[-1]["position"] if out else after}
 

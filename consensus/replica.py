@@ -141,8 +141,11 @@ class Replica:
         return self.finalized_tip.height
 
     def best_peer_height(self) -> int:
-        """The highest finalized height any peer has reported to us."""
-        return max((st.finalized_height for st in self._peer_status.values()), default=0)
+        """A finalized height at least one honest peer vouches for: the (f+1)-th highest
+        reported, so up to f peers lying about their height cannot move it."""
+        heights = sorted((st.finalized_height for st in self._peer_status.values()), reverse=True)
+        f = self.validators.f
+        return heights[f] if len(heights) > f else 0
 
     def leader(self, view: int) -> int:
         return self.validators.leader(view)
@@ -277,8 +280,10 @@ class Replica:
             del self._views[v]
         if len(self.blocks) > 4 * self.config.keep_views:
             hfloor = self.finalized_height - self.config.keep_views
+            vfloor = self.finalized_tip.view
             for h, b in list(self.blocks.items()):
-                if b.height < hfloor and h != self.finalized_tip.hash:
+                stale = b.height < hfloor or (b.view <= vfloor and b.height > self.finalized_height)
+                if stale and h != self.finalized_tip.hash:
                     del self.blocks[h]
 
     # ------------------------------------------------------------------ proposing
@@ -383,6 +388,9 @@ class Replica:
         if not self._within_limits(block):
             self.dropped["oversized_block"] += 1
             return
+        if not self._plausible_height(block):
+            self.dropped["invalid_proposal"] += 1
+            return
         if not self.verifier.verify_signature(VoteKind.NOTARIZE, view, block.hash, sender, msg.signature):
             self.dropped["bad_signature"] += 1
             return
@@ -396,6 +404,12 @@ class Replica:
         self._resolve_wanted(block.hash)
         self._record_vote(vote)
         self._try_vote(view)
+
+    def _plausible_height(self, block: Block) -> bool:
+        """Each view adds at most one block, so a block in view v is at most
+        v - (finalized view) heights above the finalized tip; anything else is forged."""
+        tip = self.finalized_tip
+        return tip.height < block.height <= tip.height + (block.view - tip.view)
 
     def _check_block(self, block: Block) -> Verdict:
         """Consensus-level validity of `block` as a proposal in its view, then the app's."""
@@ -524,19 +538,22 @@ class Replica:
         if view <= self.finalized_tip.view - self.config.keep_views:
             self.dropped["stale_certificate"] += 1
             return
-        vs = self._vs(view)
-        current = {
-            VoteKind.NOTARIZE: vs.notarization,
-            VoteKind.NULLIFY: vs.nullification,
-            VoteKind.FINALIZE: vs.finalization,
-        }[cert.kind]
-        if current is not None:
-            if not formed:
-                self.stats["duplicate_certificate"] += 1
-            return
+        existing = self._views.get(view)
+        if existing is not None:
+            current = {
+                VoteKind.NOTARIZE: existing.notarization,
+                VoteKind.NULLIFY: existing.nullification,
+                VoteKind.FINALIZE: existing.finalization,
+            }[cert.kind]
+            if current is not None:
+                if not formed:
+                    self.stats["duplicate_certificate"] += 1
+                return
+        # Verify before allocating anything for the view, so forged certificates cost no memory.
         if not formed and not self.verifier.verify_certificate(cert):
             self.dropped["bad_certificate"] += 1
             return
+        vs = self._vs(view)
         if not formed and cert.kind != VoteKind.NULLIFY:
             by = vs.notarize_by if cert.kind == VoteKind.NOTARIZE else vs.finalize_by
             for s, sig in cert.signatures:
@@ -636,9 +653,18 @@ class Replica:
         self._wanted.pop(h, None)
 
     def _on_block_request(self, sender: int, hashes: tuple[bytes, ...]) -> None:
-        found = tuple(self.blocks[h] for h in hashes[:MAX_HASHES_PER_REQUEST] if h in self.blocks)
+        found: list[Block] = []
+        size = 0
+        for h in dict.fromkeys(hashes[:MAX_HASHES_PER_REQUEST]):  # duplicates removed, order kept
+            b = self.blocks.get(h)
+            if b is None:
+                continue
+            size += b.size_bytes()
+            if found and size > SYNC_BYTES_PER_RESPONSE:
+                break
+            found.append(b)
         if found:
-            self._send(sender, BlockResponse(found))
+            self._send(sender, BlockResponse(tuple(found)))
 
     def _on_block_response(self, blocks: tuple[Block, ...]) -> None:
         useful = False

@@ -236,3 +236,16 @@ def test_blocks_finalized_in_the_same_event_count_as_pending_for_the_next_propos
     assert [f.block for f in out.finalized] == [b1]
     assert any(isinstance(m, Proposal) for _, m in out.messages)
     assert seen and seen[-1] == (b1,)
+
+
+def test_forged_certificates_allocate_nothing_and_impossible_heights_are_dropped() -> None:
+    r, _ = make()
+    views_before = len(r._views)
+    forged = Certificate(VoteKind.NULLIFY, 10**9, ZERO_HASH, tuple((i, b"\x05" * 64) for i in (0, 1, 2)))
+    for _ in range(50):
+        r.on_message(1, CertificateMsg(forged), T0)
+    assert r.dropped["bad_certificate"] == 50
+    assert len(r._views) == views_before
+    far = Block(10**12, 1, GENESIS.hash, GENESIS.timestamp_ms + 1, 1, ZERO_HASH, ())
+    r.on_message(1, propose(far), T0)
+    assert r.dropped["invalid_proposal"] == 1 and far.hash not in r.blocks
