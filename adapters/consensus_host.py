@@ -126,6 +126,7 @@ class ConsensusHost:
             config=config.replica,
             limits=config.limits,
             recovered_votes=self.wal.votes,
+            recovered_blocks=self.store.voted_blocks(),
         )
         peers = [
             PeerAddress(i, v.host, v.p2p_port, v.pubkey)
@@ -224,7 +225,10 @@ class ConsensusHost:
     def _carry_out(self, out: Output) -> None:
         if self._stopped:
             return
-        # Safety: our votes are durable before any message that carries them leaves.
+        # Safety: our votes are durable before any message that carries them leaves, and so
+        # are the blocks they vote for (liveness after every validator crashed at once).
+        if out.blocks:
+            self.store.save_voted(out.blocks)
         if out.wal:
             self.wal.append(out.wal)
         for dest, msg in out.messages:
@@ -285,6 +289,7 @@ class ConsensusHost:
         while len(self._recent) > RECENT_TX_INDEX:
             self._recent.popitem(last=False)
         tip = self.replica.finalized_tip
+        self.store.prune_voted(tip.height)
         if tip.height % 500 == 0:
             self.wal.compact(min_view=tip.view - WAL_KEEP_VIEWS)
 

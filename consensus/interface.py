@@ -3,7 +3,8 @@
 The replica never does I/O. A host (the node process, or the simulator) feeds it
 messages, timer firings and the current time, and carries out its `Output`:
 
-1. append `Output.wal` votes to the write-ahead log and fsync, *then*
+1. persist `Output.blocks` and append `Output.wal` votes to the write-ahead log
+   and fsync, *then*
 2. send `Output.messages` (dest None = broadcast to every other validator),
 3. schedule `Output.timers` (call `Replica.on_timer(timer, now)` at `deadline_ms`),
 4. persist and hand `Output.finalized` to the application, in height order.
@@ -49,12 +50,16 @@ class Output:
     timers: list[Timer] = field(default_factory=list)
     wal: list[Vote] = field(default_factory=list)
     finalized: list[Finalized] = field(default_factory=list)
+    # Blocks we are about to vote for: persisted with the votes, so that after a crash of
+    # every validator the blocks that the recovered votes certify still exist somewhere.
+    blocks: list[Block] = field(default_factory=list)
 
     def extend(self, other: Output) -> None:
         self.messages.extend(other.messages)
         self.timers.extend(other.timers)
         self.wal.extend(other.wal)
         self.finalized.extend(other.finalized)
+        self.blocks.extend(other.blocks)
 
 
 class Verdict(Enum):

@@ -84,6 +84,7 @@ class Replica:
         config: ReplicaConfig = ReplicaConfig(),
         limits: Limits = Limits(),
         recovered_votes: Iterable[Vote] = (),
+        recovered_blocks: Iterable[Block] = (),
     ) -> None:
         self.validators = validators
         self.signer = signer
@@ -125,6 +126,12 @@ class Replica:
                 vs.finalize_by[self.me] = vote
                 self.view = max(self.view, vote.view + 1)
 
+        for b in recovered_blocks:
+            if b.height > self.finalized_tip.height:
+                self.blocks[b.hash] = b
+                rvs = self._views.get(b.view)
+                if rvs is not None and rvs.my_notarize == b.hash and rvs.proposal is None:
+                    rvs.proposal = b
         self._wanted: dict[bytes, tuple[int, int]] = {}  # block hash -> (first, last request time)
         self._cert_asked: dict[int, int] = {}  # view -> last time we asked peers for its certificate
         self._pending_final: Certificate | None = None
@@ -360,6 +367,7 @@ class Replica:
         vs.proposed = True
         vs.proposal = block
         self.blocks[block.hash] = block
+        self._out.blocks.append(block)
         vote = self._sign(VoteKind.NOTARIZE, view, block.hash)
         vs.my_notarize = block.hash
         self._broadcast(Proposal(block, vote.signature))
@@ -455,6 +463,7 @@ class Replica:
             if self._nullify(view):
                 self._timer(TimerKind.NULLIFY_RETRY, view, self.config.nullify_retry_ms)
             return
+        self._out.blocks.append(block)
         vote = self._sign(VoteKind.NOTARIZE, view, block.hash)
         vs.my_notarize = block.hash
         self._broadcast(VoteMsg(vote))

@@ -27,6 +27,10 @@ class BlockStore:
             " height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, view INTEGER NOT NULL,"
             " block BLOB NOT NULL, proof BLOB NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS voted ("
+            " hash BLOB PRIMARY KEY, height INTEGER NOT NULL, block BLOB NOT NULL)"
+        )
         row = self._db.execute("SELECT MAX(height) FROM finalized").fetchone()
         self._last = int(row[0]) if row and row[0] is not None else 0
         self._cache: dict[int, Finalized] = {}
@@ -73,6 +77,20 @@ class BlockStore:
         self._last = expected - 1
         while len(self._cache) > self._cache_size:
             self._cache.pop(next(iter(self._cache)))
+
+    def save_voted(self, blocks: Iterable[Block]) -> None:
+        """Keep blocks this validator voted for until they are final (see Output.blocks)."""
+        rows = [(b.hash, b.height, b.encode()) for b in blocks]
+        if rows:
+            self._db.executemany("INSERT OR IGNORE INTO voted VALUES (?, ?, ?)", rows)
+
+    def voted_blocks(self) -> list[Block]:
+        return [
+            Block.decode(bytes(r[0])) for r in self._db.execute("SELECT block FROM voted ORDER BY height")
+        ]
+
+    def prune_voted(self, upto_height: int) -> None:
+        self._db.execute("DELETE FROM voted WHERE height <= ?", (upto_height,))
 
     def close(self) -> None:
         self._db.close()

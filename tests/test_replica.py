@@ -6,7 +6,7 @@ from nacl.signing import SigningKey
 
 from consensus.crypto import Signer, ValidatorSet
 from consensus.interface import Finalized, Output, Timer, TimerKind, Verdict
-from consensus.messages import CertificateMsg, Proposal, VoteMsg
+from consensus.messages import BlockRequest, BlockResponse, CertificateMsg, Proposal, VoteMsg
 from consensus.replica import Replica
 from consensus.types import ZERO_HASH, Block, Certificate, Limits, Vote, VoteKind, genesis_block, sha256
 
@@ -249,3 +249,23 @@ def test_forged_certificates_allocate_nothing_and_impossible_heights_are_dropped
     far = Block(10**12, 1, GENESIS.hash, GENESIS.timestamp_ms + 1, 1, ZERO_HASH, ())
     r.on_message(1, propose(far), T0)
     assert r.dropped["invalid_proposal"] == 1 and far.hash not in r.blocks
+
+
+def test_blocks_voted_for_survive_a_restart() -> None:
+    """Output.blocks carries what we vote for; a replica rebuilt with them can still serve it."""
+    r, _ = make()
+    b = block(1)
+    out = r.on_message(1, propose(b), T0)
+    assert out.blocks == [b] and [v.block for v in my_votes(out, VoteKind.NOTARIZE)] == [b.hash]
+    r2 = Replica(
+        validators=VSET,
+        signer=SIGNERS[0],
+        app=_App(),
+        store=_Store(),
+        genesis=GENESIS,
+        recovered_votes=tuple(out.wal),
+        recovered_blocks=tuple(out.blocks),
+    )
+    r2.start(T0)
+    served = r2.on_message(2, BlockRequest((b.hash,)), T0)
+    assert any(isinstance(m, BlockResponse) and m.blocks == (b,) for _, m in served.messages)
