@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from commands.git_view import GitView
 from domain.events import Event
 from domain.ids import derive_id
 from domain.records import User
@@ -16,14 +18,20 @@ NOT_FOUND = 404
 CONFLICT = 409
 INVALID = 422
 INTERNAL = 500
+UNAVAILABLE = 503  # the node cannot answer a command's git questions (no GitView wired in)
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A command that is refused; the code follows HTTP so the API can pass it through."""
+    """A command that is refused; the code follows HTTP so the API can pass it through.
+
+    `result` goes into the receipt like an accepted command's result (e.g. a refused
+    push's per-ref reasons); it is empty for most rejections.
+    """
 
     code: int
     message: str
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 Decision = list[Event] | Rejection
@@ -37,6 +45,7 @@ class HandlerContext:
     height: int
     timestamp_ms: int
     actor: User  # the authenticated actor
+    git: GitView | None = None  # git objects of pushes (see commands.git_view); None: unavailable
 
     def new_id(self, n: int) -> str:
         """The n-th id created by this transaction (uuid5 of tx id and n): the same on every node."""

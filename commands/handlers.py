@@ -13,13 +13,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from commands import orgs, repos, teams, users
+from commands import git, orgs, repos, teams, users
 from commands import payloads as p
 from commands.decision import BAD_TRANSACTION, INVALID, Decision, HandlerContext, Rejection
 from commands.envelope import Transaction, format_validation_error
 from domain.events import (
     Event,
     OrgCreated,
+    RefsUpdated,
     RepoCreated,
     TeamCreated,
     TokenIssued,
@@ -53,6 +54,9 @@ COMMANDS: dict[str, Command] = {
     "repo.delete": Command(p.RepoDelete, repos.delete_repo),
     "collaborator.set": Command(p.CollaboratorSet, repos.set_collaborator),
     "collaborator.remove": Command(p.CollaboratorRemove, repos.remove_collaborator),
+    "git.push_refs": Command(p.PushRefs, git.push_refs),
+    "repo.set_branch_protection": Command(p.BranchProtectionSet, git.set_branch_protection),
+    "repo.remove_branch_protection": Command(p.BranchProtectionRemove, git.remove_branch_protection),
 }
 
 
@@ -91,4 +95,6 @@ def result_of(events: list[Event]) -> dict[str, Any]:
                 return {"team_id": event.team_id, "slug": event.slug}
             case RepoCreated():
                 return {"repo_id": event.repo_id}
+            case RefsUpdated():
+                return git.refs_result(event)
     return {}

@@ -16,7 +16,7 @@ from typing import Any
 from commands.auth import authenticate
 from commands.decision import BAD_TRANSACTION, CONFLICT, INTERNAL, OK, HandlerContext, Rejection
 from commands.envelope import EnvelopeError, Transaction, decode_transaction
-from commands.git_view import GitView
+from commands.git_view import GitView, GitViewError
 from commands.handlers import decide, result_of
 from domain.canonical import canonical_json
 from domain.events import Event, RecordedEvent, TokenIssued, UserCreated
@@ -163,9 +163,15 @@ class _Recorder:
 
 
 def _run_handler(state: LedgerState, tx: Transaction, ctx: HandlerContext) -> list[Event] | Rejection:
-    """The handler's decision; a handler bug becomes a deterministic 500 receipt, not a crash."""
+    """The handler's decision; a handler bug becomes a deterministic 500 receipt, not a crash.
+
+    A `GitViewError` is the node's own fault (it cannot answer about git objects every
+    node holds), not the transaction's: it propagates, so no outcome is recorded.
+    """
     try:
         decision = decide(state, tx, ctx)
+    except GitViewError:
+        raise
     except Exception as e:  # any handler failure must become a receipt
         return Rejection(INTERNAL, f"internal error in handler: {type(e).__name__}")
     if isinstance(decision, list) and not all(isinstance(e, Event) for e in decision):

@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from domain.events import OrgRole, Permission, TeamRole
-from domain.names import branch_name_error, email_error, login_error, repo_name_error, team_name_error
+from domain.names import (
+    branch_name_error,
+    email_error,
+    login_error,
+    ref_name_error,
+    repo_name_error,
+    team_name_error,
+)
 
 
 def _rule(check: Callable[[str], str | None]) -> AfterValidator:
@@ -28,6 +35,10 @@ Email = Annotated[str, _rule(email_error)]
 RepoName = Annotated[str, _rule(repo_name_error)]
 TeamName = Annotated[str, _rule(team_name_error)]
 Branch = Annotated[str, _rule(branch_name_error)]
+ProtectedBranch = Annotated[str, _rule(lambda name: branch_name_error(name, "branch"))]
+GitRef = Annotated[str, _rule(ref_name_error)]  # refs/heads/... or refs/tags/...
+Sha = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]  # a git object id; 40 zeros = no object
+PackDigest = Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]  # sha256 of the pack, "" = none
 Ref = Annotated[str, Field(min_length=1, max_length=100)]  # a name that must already exist
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # 32 bytes, lowercase hex
 Text = Annotated[str, Field(max_length=1024)]
@@ -155,3 +166,58 @@ class CollaboratorRemove(Payload):
     owner: Ref
     repo: Ref
     user: Ref
+
+
+# -- git refs and branch protection ----------------------------------------------------
+
+MAX_PUSH_UPDATES = 1000
+MAX_REVIEW_COUNT = 6  # GitHub's upper bound for required approving reviews
+MAX_RESTRICT_PUSHERS = 100
+
+
+class RefUpdate(Payload):
+    """Set `ref` from `old` to `new` (40 zeros: create when old, delete when new)."""
+
+    ref: GitRef
+    old: Sha
+    new: Sha
+    force: bool = False  # accept a non-fast-forward (unless branch protection forbids it)
+
+    @field_validator("new")
+    @classmethod
+    def _changes(cls, new: str, info: ValidationInfo) -> str:
+        if info.data.get("old") == new:
+            raise ValueError("new must differ from old")
+        return new
+
+
+class PushRefs(Payload):
+    owner: Ref
+    repo: Ref
+    pack_digest: PackDigest = ""
+    updates: Annotated[list[RefUpdate], Field(min_length=1, max_length=MAX_PUSH_UPDATES)]
+
+    @field_validator("updates")
+    @classmethod
+    def _unique_refs(cls, updates: list[RefUpdate]) -> list[RefUpdate]:
+        if len({u.ref for u in updates}) != len(updates):
+            raise ValueError("a ref may appear only once in a push")
+        return updates
+
+
+class BranchProtectionSet(Payload):
+    """The whole protection of a branch: fields left out take their defaults (as GitHub's PUT)."""
+
+    owner: Ref
+    repo: Ref
+    branch: ProtectedBranch
+    allow_force_pushes: bool = False
+    allow_deletions: bool = False
+    required_approving_review_count: Annotated[int, Field(ge=0, le=MAX_REVIEW_COUNT)] = 0
+    restrict_pushers: Annotated[list[Ref], Field(max_length=MAX_RESTRICT_PUSHERS)] = []
+
+
+class BranchProtectionRemove(Payload):
+    owner: Ref
+    repo: Ref
+    branch: ProtectedBranch

@@ -44,7 +44,7 @@ class Limits:
     """Size limits enforced on blocks and transactions (and checked on decode)."""
 
     max_tx_bytes: int = 256 * 1024
-    max_block_txs: int = 5_000
+    max_block_txs: int = 1_000
     max_block_bytes: int = 4 * 1024 * 1024
     # A proposer timestamp may be at most this far ahead of the local clock.
     max_clock_drift_ms: int = 2_000

@@ -163,6 +163,41 @@ class CollaboratorRemoved(Event):
     user_id: str
 
 
+ZERO_SHA = "0" * 40  # a ref's old value when it did not exist, or its new value when deleted
+
+
+class RefsUpdated(Event):
+    """A push applied: every update in `updates` ({"ref", "old", "new"}, 40-hex shas) took effect.
+
+    `old` is the value the ref had (ZERO_SHA: it did not exist) and `new` the value it has now
+    (ZERO_SHA: deleted). `pack_digest` names the pack that carried the new objects ("" if none).
+    """
+
+    aggregate = "repo_id"
+    repo_id: str
+    pusher_id: str
+    pack_digest: str
+    updates: list[dict[str, str]]
+
+
+class BranchProtectionSet(Event):
+    """The whole protection of `branch` (a branch name without refs/heads/), replacing any before."""
+
+    aggregate = "repo_id"
+    repo_id: str
+    branch: str
+    allow_force_pushes: bool
+    allow_deletions: bool
+    required_approving_review_count: int
+    restrict_pushers: list[str]  # user ids, sorted; empty = anyone with write may push
+
+
+class BranchProtectionRemoved(Event):
+    aggregate = "repo_id"
+    repo_id: str
+    branch: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -183,6 +218,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RepoDeleted,
         CollaboratorSet,
         CollaboratorRemoved,
+        RefsUpdated,
+        BranchProtectionSet,
+        BranchProtectionRemoved,
     )
 }
 

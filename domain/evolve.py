@@ -13,7 +13,7 @@ from typing import Any
 
 from domain import events as ev
 from domain import state as t
-from domain.records import Org, Repo, Team, Token, User, UserKey
+from domain.records import BranchProtection, Org, Repo, Team, Token, User, UserKey
 from domain.state import LedgerState
 
 
@@ -189,7 +189,8 @@ def _repo_updated(s: LedgerState, e: ev.RepoUpdated) -> None:
 
 
 def _repo_deleted(s: LedgerState, e: ev.RepoDeleted) -> None:
-    """A deleted repository disappears with every grant on it (collaborators and team access)."""
+    """A deleted repository disappears with every grant on it (collaborators and team access),
+    its refs and its branch protections."""
     repo = s.repo(e.repo_id)
     if repo is None:
         return
@@ -201,6 +202,9 @@ def _repo_deleted(s: LedgerState, e: ev.RepoDeleted) -> None:
     for team_id in sorted(repo_teams, key=str):
         s.group_mut(t.G_TEAM_REPOS, team_id).pop(repo.repo_id, None)
     repo_teams.clear()
+    for table in (t.G_REFS, t.G_BRANCH_PROTECTION):
+        if s.group(table, repo.repo_id):
+            s.group_mut(table, repo.repo_id).clear()
 
 
 def _collaborator_set(s: LedgerState, e: ev.CollaboratorSet) -> None:
@@ -209,6 +213,37 @@ def _collaborator_set(s: LedgerState, e: ev.CollaboratorSet) -> None:
 
 def _collaborator_removed(s: LedgerState, e: ev.CollaboratorRemoved) -> None:
     s.group_mut(t.G_COLLABORATORS, e.repo_id).pop(e.user_id, None)
+
+
+# -- refs and branch protection --------------------------------------------------
+
+
+def _refs_updated(s: LedgerState, e: ev.RefsUpdated) -> None:
+    if s.repo(e.repo_id) is None:
+        return  # never in a valid log (the handler checks); ignored like RepoUpdated
+    refs = s.group_mut(t.G_REFS, e.repo_id)
+    for update in e.updates:
+        if update["new"] == ev.ZERO_SHA:
+            refs.pop(update["ref"], None)
+        else:
+            refs[update["ref"]] = update["new"]
+
+
+def _branch_protection_set(s: LedgerState, e: ev.BranchProtectionSet) -> None:
+    if s.repo(e.repo_id) is None:
+        return
+    s.group_mut(t.G_BRANCH_PROTECTION, e.repo_id)[e.branch] = BranchProtection(
+        e.repo_id,
+        e.branch,
+        e.allow_force_pushes,
+        e.allow_deletions,
+        e.required_approving_review_count,
+        tuple(sorted(e.restrict_pushers)),
+    )
+
+
+def _branch_protection_removed(s: LedgerState, e: ev.BranchProtectionRemoved) -> None:
+    s.group_mut(t.G_BRANCH_PROTECTION, e.repo_id).pop(e.branch, None)
 
 
 _APPLY: dict[type[ev.Event], Callable[[LedgerState, Any], None]] = {
@@ -229,4 +264,7 @@ _APPLY: dict[type[ev.Event], Callable[[LedgerState, Any], None]] = {
     ev.RepoDeleted: _repo_deleted,
     ev.CollaboratorSet: _collaborator_set,
     ev.CollaboratorRemoved: _collaborator_removed,
+    ev.RefsUpdated: _refs_updated,
+    ev.BranchProtectionSet: _branch_protection_set,
+    ev.BranchProtectionRemoved: _branch_protection_removed,
 }

@@ -59,17 +59,37 @@ def team_name_error(name: str) -> str | None:
     return None
 
 
-def branch_name_error(name: str) -> str | None:
-    """The essentials of `git check-ref-format --branch`."""
-    bad = (
+def _refname_bad(name: str) -> bool:
+    """`git check-ref-format` rules for a ref name (or the part after refs/heads/ or refs/tags/)."""
+    return (
         not 1 <= len(name) <= BRANCH_MAX
         or any(c in _BRANCH_BAD_CHARS or ord(c) < 32 for c in name)
-        or name.startswith(("-", "/"))
-        or name.endswith(("/", ".", ".lock"))
+        or name.startswith("/")
+        or name.endswith(("/", "."))
         or ".." in name
         or "//" in name
         or "@{" in name
         or name == "@"
-        or any(part.startswith(".") for part in name.split("/"))
+        or any(part.startswith(".") or part.endswith(".lock") for part in name.split("/"))
     )
-    return "default_branch is not a valid branch name" if bad else None
+
+
+def branch_name_error(name: str, field: str = "default_branch") -> str | None:
+    """The essentials of `git check-ref-format --branch`; `field` names the input in the message."""
+    bad = _refname_bad(name) or name.startswith("-")
+    return f"{field} is not a valid branch name" if bad else None
+
+
+#: The namespaces a push may write: branches and tags.
+REF_PREFIXES = ("refs/heads/", "refs/tags/")
+
+
+def ref_name_error(ref: str) -> str | None:
+    """A full ref a push may update: refs/heads/<branch> or refs/tags/<tag>, valid per git."""
+    prefix = next((p for p in REF_PREFIXES if ref.startswith(p)), None)
+    if prefix is None:
+        return "ref must start with refs/heads/ or refs/tags/"
+    short = ref[len(prefix) :]
+    if _refname_bad(short) or short.startswith("-"):
+        return f"{ref!r} is not a valid git ref name"
+    return None

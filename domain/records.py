@@ -63,3 +63,13 @@ class Repo:
     @property
     def full_name(self) -> str:
         return f"{self.owner_login}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class BranchProtection:
+    repo_id: str
+    branch: str  # without refs/heads/
+    allow_force_pushes: bool
+    allow_deletions: bool
+    required_approving_review_count: int
+    restrict_pushers: tuple[str, ...]  # user ids, sorted; empty = no restriction

@@ -11,7 +11,7 @@ Forking and merging (speculative execution of blocks) come from `domain.overlay.
 from __future__ import annotations
 
 from domain.overlay import Overlay
-from domain.records import Org, Repo, Team, Token, User, UserKey
+from domain.records import BranchProtection, Org, Repo, Team, Token, User, UserKey
 
 # Flat tables: key -> record or value.
 META = "meta"  # "chain_id" | "height" | "app_hash" -> value
@@ -42,6 +42,8 @@ G_TEAM_REPOS = "team_repos"  # team id -> {repo id: permission}
 G_REPO_TEAMS = "repo_teams"  # repo id -> {team id: permission}
 G_OWNER_REPOS = "owner_repos"  # owner id -> {repo id: True}
 G_COLLABORATORS = "collaborators"  # repo id -> {user id: permission}
+G_REFS = "refs"  # repo id -> {full ref name: 40-hex sha}
+G_BRANCH_PROTECTION = "branch_protection"  # repo id -> {branch: BranchProtection}
 
 
 def _pairs(group: object) -> tuple[tuple[str, str], ...]:
@@ -210,3 +212,24 @@ class LedgerState(Overlay):
     def teams_of_repo(self, repo_id: str) -> tuple[tuple[str, str], ...]:
         """(team id, permission) for every team granted access, sorted by team id."""
         return _pairs(self.group(G_REPO_TEAMS, repo_id))
+
+    # -- refs and branch protection ----------------------------------------------
+
+    def refs(self, repo_id: str) -> tuple[tuple[str, str], ...]:
+        """(ref, sha) for every ref of the repository, sorted by ref name."""
+        return _pairs(self.group(G_REFS, repo_id))
+
+    def ref(self, repo_id: str, name: str) -> str | None:
+        """The 40-hex sha a full ref name (e.g. refs/heads/main) points to, or None."""
+        value = self.group(G_REFS, repo_id).get(name)
+        return value if isinstance(value, str) else None
+
+    def branch_protection(self, repo_id: str, branch: str) -> BranchProtection | None:
+        """The protection of a branch (name without refs/heads/, case-sensitive), or None."""
+        value = self.group(G_BRANCH_PROTECTION, repo_id).get(branch)
+        return value if isinstance(value, BranchProtection) else None
+
+    def branch_protections(self, repo_id: str) -> tuple[BranchProtection, ...]:
+        """Every protected branch of the repository, sorted by branch name."""
+        group = self.group(G_BRANCH_PROTECTION, repo_id)
+        return tuple(group[k] for k in sorted(group, key=str))
