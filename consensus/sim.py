@@ -4,7 +4,8 @@ Everything is driven by one `random.Random(seed)` and a virtual clock in
 milliseconds, so a run is a pure function of `(seed, n, scenario)` and any failure
 replays exactly:
 
-    .venv/bin/python -m consensus.sim --seed 17 --n 4 --scenario crash -v
+    .venv/bin/python -m consensus.sim --seed 17 --n 4 --scenario crash -v [--trace]
+    .venv/bin/python -m consensus.sim --seed 0 --seeds 1000 --n 7 --scenario random
 
 What it models:
 
@@ -17,7 +18,8 @@ What it models:
   crash can also hit "mid-output": after the votes are logged, before they are sent;
 - Byzantine validators (at most f) that run a real replica whose output is perturbed,
   plus crafted messages signed with their own key: equivocating leaders, double
-  votes, invalid proposals and messages of many kinds, and withheld messages;
+  votes, invalid proposals, forged certificates, tampered sync and block responses,
+  garbage bytes and other invalid messages, and withheld messages;
 - clock skew between nodes (well inside `Limits.max_clock_drift_ms`);
 - transactions injected into every live node's `MempoolApp` over time.
 
@@ -35,7 +37,7 @@ What it checks, after every event (a failure stops the run):
 and at the end of the run:
 
 - liveness: once the network has healed (no partition, no loss, every crashed node
-  restarted) with at most f faulty validators, every live honest node's finalized
+  restarted but at most f faulty in all), every live honest node's finalized
   height reaches the highest height at heal time plus `liveness_blocks`;
 - evidence: when a Byzantine validator's conflicting votes reached an honest node,
   some honest node recorded evidence against it.
@@ -65,9 +67,11 @@ from consensus.crypto import Signer, ValidatorSet, Verifier
 from consensus.interface import Finalized, Output, ReplicaConfig, Timer
 from consensus.mempool import Mempool, MempoolApp, chain_app_hash
 from consensus.messages import (
+    MAX_CERT_VIEWS_PER_REQUEST,
     BlockRequest,
     BlockResponse,
     CertificateMsg,
+    CertificateRequest,
     Message,
     Proposal,
     Status,
@@ -266,6 +270,7 @@ class SimNode:
     store: MemoryStore = field(default_factory=MemoryStore)
     wal: list[Vote] = field(default_factory=list)  # persisted: survives crashes
     wal_set: set[Vote] = field(default_factory=set)
+    voted_blocks: dict[bytes, Block] = field(default_factory=dict)  # persisted with the WAL
     replica: Replica | None = None
     app: MempoolApp | None = None
     up: bool = False
@@ -436,6 +441,7 @@ class Simulator:
             config=cfg.replica_config,
             limits=cfg.limits,
             recovered_votes=list(node.wal),
+            recovered_blocks=list(node.voted_blocks.values()),
         )
         if node.replica.finalized_height != node.store.last_height():
             self.fail(
@@ -582,7 +588,9 @@ class Simulator:
     def _handle_output(self, node: SimNode, out: Output) -> None:
         if self.trace is not None:
             self._trace_output(node, out)
-        # 1. log votes (persisted before anything is sent)
+        # 1. log voted blocks and votes (persisted before anything is sent)
+        for b in out.blocks:
+            node.voted_blocks[b.hash] = b
         for v in out.wal:
             if node.honest:
                 self._check_signed(node, v)
@@ -770,16 +778,21 @@ class Simulator:
     # ------------------------------------------------------------------ evidence expectations
 
     def _track_conflicts(self, node: SimNode, src: int, msg: Message) -> None:
-        """Note conflicting votes from a Byzantine sender that reach honest `node` in a live view."""
+        """Note conflicting votes from an equivocating or double-voting Byzantine sender that
+        reach honest `node` in a live view (evidence is then expected). Blatantly invalid
+        proposals may be dropped unverified, so they do not count."""
         r = node.replica
-        if r is None:
+        spec = self.nodes[src].byz
+        if r is None or spec is None or spec.kind not in (ByzKind.EQUIVOCATE, ByzKind.DOUBLE_VOTE):
             return
         vote: Vote | None = None
         if isinstance(msg, VoteMsg) and msg.vote.signer == src and msg.vote.kind != VoteKind.NULLIFY:
             vote = msg.vote
         elif isinstance(msg, Proposal):
             b = msg.block
-            if b.proposer == src and self.vset.leader(b.view) == src and b.height >= 1:
+            tip = r.finalized_tip
+            plausible = tip.height < b.height <= tip.height + (b.view - tip.view)
+            if b.proposer == src and self.vset.leader(b.view) == src and plausible:
                 lim = self.cfg.limits
                 if len(b.txs) <= lim.max_block_txs and b.size_bytes() <= lim.max_block_bytes:
                     if all(len(t) <= lim.max_tx_bytes for t in b.txs):
@@ -843,8 +856,65 @@ class Simulator:
                     self.send(me, targets, msg)
                 else:
                     self._send_invalid_proposal(node, msg.block, targets)
+            elif spec.kind is ByzKind.INVALID and isinstance(msg, SyncResponse) and msg.blocks:
+                self.send(me, targets, self._tamper_sync(node, msg) if self.rng.random() < 0.7 else msg)
+            elif spec.kind is ByzKind.INVALID and isinstance(msg, BlockResponse) and msg.blocks:
+                if self.rng.random() < 0.5:
+                    junk = (b"tampered/" + self.rng.randbytes(8),)
+                    msg = BlockResponse(tuple(_rebuild(b, txs=b.txs + junk) for b in msg.blocks))
+                    self.stats["byz_tampered_blocks"] += 1
+                self.send(me, targets, msg)
             else:
                 self.send(me, targets, msg)
+
+    def _forged_cert(self, node: SimNode, kind: VoteKind, view: int, block: bytes) -> Certificate:
+        """A certificate with a quorum of signers where only the Byzantine node's signature is real."""
+        me = node.index
+        others = [j for j in range(self.n) if j != me]
+        signers = sorted({me, *self.rng.sample(others, self.vset.quorum - 1)})
+        own = node.signer.vote(kind, view, block).signature
+        sigs = tuple((s, own if s == me else self.rng.randbytes(64)) for s in signers)
+        return Certificate(kind, view, block, sigs)
+
+    def _tamper_sync(self, node: SimNode, msg: SyncResponse) -> SyncResponse:
+        """A Byzantine answer to a sync request: forged proof, altered or made-up blocks."""
+        rng = self.rng
+        blocks = list(msg.blocks)
+        variant = rng.choice(("forged_proof", "altered_last", "altered_middle", "fake_fork", "no_proof"))
+        self.stats[f"byz_sync_{variant}"] += 1
+        if variant == "forged_proof":
+            last = blocks[-1]
+            return SyncResponse(msg.blocks, self._forged_cert(node, VoteKind.FINALIZE, last.view, last.hash))
+        if variant == "altered_last":
+            blocks[-1] = _rebuild(blocks[-1], txs=(b"forged/" + rng.randbytes(8),))
+            last = blocks[-1]
+            return SyncResponse(
+                tuple(blocks), self._forged_cert(node, VoteKind.FINALIZE, last.view, last.hash)
+            )
+        if variant == "altered_middle":
+            i = rng.randrange(len(blocks))
+            blocks[i] = _rebuild(blocks[i], timestamp_ms=blocks[i].timestamp_ms + 1)
+            return SyncResponse(tuple(blocks), msg.proof)
+        if variant == "fake_fork":
+            # A whole made-up chain from the first block's parent, "finalized" by a forged proof.
+            prev_hash = blocks[0].parent
+            prev = self.blocks.get(prev_hash, GENESIS)
+            fake: list[Block] = []
+            for b in blocks:
+                nb = Block(
+                    b.height,
+                    b.view,
+                    prev_hash,
+                    b.timestamp_ms,
+                    b.proposer,
+                    chain_app_hash(prev),
+                    (rng.randbytes(12),),
+                )
+                fake.append(nb)
+                prev_hash, prev = nb.hash, nb
+            last = fake[-1]
+            return SyncResponse(tuple(fake), self._forged_cert(node, VoteKind.FINALIZE, last.view, last.hash))
+        return SyncResponse(msg.blocks, None)
 
     def _halves(self, targets: Sequence[int]) -> tuple[list[int], list[int]]:
         t = list(targets)
@@ -1047,18 +1117,12 @@ class Simulator:
         elif attack == "forged_certificate":
             kind = rng.choice((VoteKind.NOTARIZE, VoteKind.NULLIFY, VoteKind.FINALIZE))
             block = ZERO_HASH if kind == VoteKind.NULLIFY else rng.randbytes(32)
-            own = node.signer.vote(kind, view, block)
-            signers = sorted(set([me] + rng.sample(others, quorum - 1)))
-            sigs = tuple((s, own.signature if s == me else rng.randbytes(64)) for s in signers)
-            msg = CertificateMsg(Certificate(kind, view, block, sigs))
+            msg = CertificateMsg(self._forged_cert(node, kind, view, block))
         elif attack == "forged_sync":
             fake = Block(
                 tip.height + 1, tip.view + 1, tip.hash, tip.timestamp_ms + 1, me, chain_app_hash(tip), ()
             )
-            own = node.signer.vote(VoteKind.FINALIZE, fake.view, fake.hash)
-            signers = sorted(set([me] + rng.sample(others, quorum - 1)))
-            sigs = tuple((s, own.signature if s == me else rng.randbytes(64)) for s in signers)
-            msg = SyncResponse((fake,), Certificate(VoteKind.FINALIZE, fake.view, fake.hash, sigs))
+            msg = SyncResponse((fake,), self._forged_cert(node, VoteKind.FINALIZE, fake.view, fake.hash))
         elif attack == "unsolicited_blocks":
             fake = Block(tip.height + 1, view, tip.hash, self.local(node), me, chain_app_hash(tip), ())
             msg = BlockResponse((fake,))
@@ -1068,6 +1132,9 @@ class Simulator:
             msg = SyncRequest(rng.choice((0, 1, 2**63)), 2**32 - 1)
         elif attack == "block_request_flood":
             msg = BlockRequest(tuple(rng.randbytes(32) for _ in range(64)))
+        elif attack == "cert_request_flood":
+            views = [rng.choice((0, 1, view, view + 1, 2**63 + rng.randint(0, 10**6))) for _ in range(64)]
+            msg = CertificateRequest(tuple(views[:MAX_CERT_VIEWS_PER_REQUEST]))
         else:  # "tx_gossip"
             msg = TxGossip((b"gossip",))
         self.send(me, targets, msg)
@@ -1106,8 +1173,22 @@ _INJECTED_ATTACKS: tuple[str, ...] = (
     "lying_status",
     "huge_sync_request",
     "block_request_flood",
+    "cert_request_flood",
     "tx_gossip",
 )
+
+
+def _rebuild(b: Block, *, txs: tuple[bytes, ...] | None = None, timestamp_ms: int | None = None) -> Block:
+    """A copy of `b` with some fields changed (and so a new hash)."""
+    return Block(
+        b.height,
+        b.view,
+        b.parent,
+        b.timestamp_ms if timestamp_ms is None else timestamp_ms,
+        b.proposer,
+        b.app_hash,
+        b.txs if txs is None else txs,
+    )
 
 
 def describe(msg: Message) -> str:
@@ -1136,6 +1217,8 @@ def describe(msg: Message) -> str:
             return f"Status view={v} fin={h}"
         case TxGossip(txs):
             return f"TxGossip {len(txs)}"
+        case CertificateRequest(views):
+            return f"CertificateRequest {list(views[:8])}"
     return type(msg).__name__
 
 

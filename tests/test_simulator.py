@@ -354,8 +354,9 @@ def test_restart_does_not_nullify_after_finalize() -> None:
 
 # ------------------------------------------------------------ replica bugs found by the simulator
 #
-# These reproduce defects in consensus/replica.py that the sweep found; they fail
-# until the replica is fixed (see the report to the lead for the diagnosis).
+# Each of these reproduced a defect in consensus/replica.py that the sweep found (the
+# docstrings give the diagnosis). They failed until the replica was fixed and stay as
+# regression tests.
 
 
 def test_replica_bug_pending_excludes_block_finalized_in_same_step() -> None:
