@@ -5,15 +5,22 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from adapters.consensus_host import ConsensusHost
+from adapters.git.store import GitStore
 from adapters.ledger_host import LedgerHost
-from api import routes_chain, routes_ledger, v3
+from api import git_http, routes_chain, routes_ledger, v3
 from api.errors import install_error_handlers
 from api.gateway import CommandGateway
 from api.limits import BodyLimit
 from api.metrics import NodeMetrics
 
 
-def create_app(host: ConsensusHost, metrics: NodeMetrics, ledger: LedgerHost, seed: bytes) -> FastAPI:
+def create_app(
+    host: ConsensusHost,
+    metrics: NodeMetrics,
+    ledger: LedgerHost,
+    seed: bytes,
+    git_store: GitStore | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="Stele node",
         description="A forge and deployment cloud ordered by Simplex BFT consensus.",
@@ -24,9 +31,11 @@ def create_app(host: ConsensusHost, metrics: NodeMetrics, ledger: LedgerHost, se
     app.state.metrics = metrics
     app.state.ledger = ledger
     app.state.gateway = CommandGateway(host, ledger, seed)
+    app.state.git = git_store  # None: the git endpoints answer 503
     install_error_handlers(app)
     app.add_middleware(BodyLimit, prefix="/api/v3")
     app.include_router(routes_chain.router)
     app.include_router(v3.router, prefix="/api/v3")
     app.include_router(routes_ledger.router)
+    app.include_router(git_http.router)
     return app

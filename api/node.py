@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from adapters.consensus_host import ConsensusHost, HostConfig, NodeHalt
+from adapters.git.store import GitStore
 from adapters.keys import KeyFileError, load_key, public_key
 from adapters.ledger_host import LedgerHost
 from api.app import create_app
@@ -92,7 +93,7 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         ledger.close()
         raise NodeStartError(f"ledger recovery failed: {exc}") from None
     metrics = NodeMetrics(host)
-    app = create_app(host, metrics, ledger, seed)
+    app = create_app(host, metrics, ledger, seed, git_store=GitStore(opts.data_dir / "git"))
     config = uvicorn.Config(
         app,
         host=opts.http_host,

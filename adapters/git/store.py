@@ -1,0 +1,398 @@
+"""`GitStore`: the node's bare repositories and its content-addressed pack quarantine.
+
+Layout under `root` (the node's `<data-dir>/git`):
+
+- `repos/<repo_id>.git`: one bare repository per Stele repository id (ids survive
+  renames), created on demand with dulwich and readable by standard git. Its refs are
+  only ever written from the ledger's finalized state (`set_refs`, `set_head`).
+- `packs/sha256/<digest>.pack` + `.idx`: quarantined, self-contained packs named by the
+  SHA-256 of the pack file, as received from a client (`packs.receive_pack`) or fetched
+  from a peer (`packs.accept_peer_pack`). Their objects are not visible in any repository
+  until `import_pack` copies the pack in, which the ledger does when it applies the push.
+  The `.idx` is renamed into place last: a pack without its index does not exist yet.
+- `tmp/`: work files (same file system, so every publish is an atomic rename).
+
+`has_commit`, `has_object` and `is_ancestor` implement the ledger's `GitView` protocol:
+they look in the repository's objects and, when a digest is given, in that quarantined
+pack, and are deterministic functions of those objects. Caveat: "the repository's
+objects" are the current ones (every pack imported so far), which is the state the
+`GitView` contract asks for only when executing the block after the last imported
+push; re-executing older blocks (replay from genesis) or speculating past a pending
+push needs a view bound to the list of packs accepted up to that height.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import re
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from dulwich.object_format import SHA1
+from dulwich.objects import S_ISGITLINK, Commit, ObjectID, ShaFile, Tag, Tree
+from dulwich.pack import Pack
+from dulwich.refs import Ref, check_ref_format
+from dulwich.repo import Repo
+
+from adapters.git.protocol import RefUpdate, valid_ref_name, valid_sha
+
+__all__ = ["GitStore", "RefUpdate"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_MAX_PACK_BYTES = 512 * 1024 * 1024
+_MAX_KNOWN = 2_000_000  # complete commits remembered, in all
+
+
+class GitStore:
+    def __init__(self, root: Path, *, max_pack_bytes: int = DEFAULT_MAX_PACK_BYTES) -> None:
+        self.root = Path(root)
+        self.max_pack_bytes = max_pack_bytes
+        self.repos_dir = self.root / "repos"
+        self.packs_dir = self.root / "packs" / "sha256"
+        self.tmp_dir = self.root / "tmp"
+        for d in (self.repos_dir, self.packs_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        # (repo id, pack digest or "") -> commits found complete in the repository's objects
+        # (plus that pack's)
+        self._complete: dict[tuple[str, str], set[str]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ repositories
+
+    def repo_path(self, repo_id: str) -> Path:
+        if not _REPO_ID.match(repo_id) or ".." in repo_id:
+            raise ValueError(f"not a repository id: {repo_id!r}")
+        return self.repos_dir / f"{repo_id}.git"
+
+    def exists(self, repo_id: str) -> bool:
+        return (self.repo_path(repo_id) / "HEAD").is_file()
+
+    def ensure_repo(self, repo_id: str, default_branch: str | None = None) -> Path:
+        """The repository's path, creating an empty bare repository first if there is none.
+
+        Creation is atomic (initialised in `tmp/`, then renamed), so concurrent callers and
+        a crash halfway never leave a half-made repository behind.
+        """
+        path = self.repo_path(repo_id)
+        if (path / "HEAD").is_file():
+            return path
+        work = Path(tempfile.mkdtemp(prefix="init-", dir=self.tmp_dir))
+        try:
+            branch = (default_branch or "main").encode()
+            if not check_ref_format(Ref(b"refs/heads/" + branch)):
+                branch = b"main"
+            Repo.init_bare(str(work), default_branch=branch).close()
+            with contextlib.suppress(FileExistsError, OSError):
+                os.rename(work, path)
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+        if not (path / "HEAD").is_file():
+            raise OSError(f"could not create the git repository at {path}")
+        return path
+
+    @contextlib.contextmanager
+    def open(self, repo_id: str) -> Iterator[Repo]:
+        """The dulwich repository (created on demand), closed (packs unmapped) on exit."""
+        repo = Repo(str(self.ensure_repo(repo_id)))
+        try:
+            yield repo
+        finally:
+            repo.close()
+
+    def set_head(self, repo_id: str, branch: str) -> None:
+        """Point HEAD at `refs/heads/<branch>` (the repository's default branch)."""
+        target = f"refs/heads/{branch}"
+        if not valid_ref_name(target):
+            raise ValueError(f"not a branch name: {branch!r}")
+        with self.open(repo_id) as repo:
+            if repo.refs.get_symrefs().get(Ref(b"HEAD")) != target.encode():
+                repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(target.encode()))
+
+    def head(self, repo_id: str) -> str | None:
+        """The ref HEAD points at, e.g. `refs/heads/main`."""
+        with self.open(repo_id) as repo:
+            target = repo.refs.get_symrefs().get(Ref(b"HEAD"))
+        return target.decode() if target is not None else None
+
+    def set_refs(self, repo_id: str, refs: Mapping[str, str | None]) -> None:
+        """Write refs from the ledger's state: ref -> 40-hex object id, or None to delete it.
+
+        Applied in sorted order; every name and id is checked before anything is written.
+        """
+        for name, sha in refs.items():
+            if not valid_ref_name(name):
+                raise ValueError(f"not a ref name: {name!r}")
+            if sha is not None and not valid_sha(sha):
+                raise ValueError(f"not an object id for {name}: {sha!r}")
+        with self.open(repo_id) as repo:
+            for name in sorted(refs):
+                sha = refs[name]
+                ref = Ref(name.encode())
+                if sha is None:
+                    repo.refs.remove_if_equals(ref, None)
+                else:
+                    repo.refs.set_if_equals(ref, None, ObjectID(sha.encode()))
+
+    def refs(self, repo_id: str) -> dict[str, str]:
+        """Every ref of the repository except HEAD, name -> 40-hex id."""
+        with self.open(repo_id) as repo:
+            raw = repo.refs.as_dict()
+        return {k.decode(): v.decode() for k, v in sorted(raw.items()) if k != b"HEAD"}
+
+    # ------------------------------------------------------------------ objects (GitView)
+
+    def has_object(self, repo_id: str, pack_digest: str, sha: str) -> bool:
+        """Whether `sha` is present with everything it reaches (a tag's target, a commit's history).
+
+        Blobs and trees count when present (a tree's entries are checked too).
+        """
+        with self._objects(repo_id, pack_digest) as objects:
+            return objects.connected(sha)
+
+    def object_type(self, repo_id: str, pack_digest: str, sha: str) -> str | None:
+        """`commit`, `tree`, `blob` or `tag`, or None when the object is in neither place."""
+        with self._objects(repo_id, pack_digest) as objects:
+            obj = objects.get(sha)
+        return obj.type_name.decode() if obj is not None else None
+
+    def has_commit(self, repo_id: str, pack_digest: str, sha: str) -> bool:
+        """Whether `sha` is a commit whose whole history (commits, trees, blobs) is present.
+
+        This is git's connectivity check, from the repository's objects plus the
+        quarantined pack `pack_digest` ("" for none). The walk stops at the repository's
+        current ref tips and at commits found complete before: refs are only ever set
+        to complete commits, and objects are never removed, so this is exact.
+        """
+        with self._objects(repo_id, pack_digest) as objects:
+            obj = objects.get(sha)
+            return isinstance(obj, Commit) and objects.connected(sha)
+
+    def is_ancestor(self, repo_id: str, pack_digest: str, ancestor: str, descendant: str) -> bool:
+        """Whether commit `ancestor` is `descendant` or reachable from it through parents.
+
+        An exact walk of the parents (newest commit time first, so the usual fast-forward
+        answer comes quickly); a commit missing from both places ends its path.
+        """
+        with self._objects(repo_id, pack_digest) as objects:
+            top = objects.commit(descendant)
+            if top is None or objects.commit(ancestor) is None:
+                return False
+            if ancestor == descendant:
+                return True
+            seen = {descendant}
+            heap: list[tuple[int, str, tuple[str, ...]]] = [(-top.commit_time, descendant, _parents(top))]
+            while heap:
+                _, _, parents = heapq.heappop(heap)
+                for parent in parents:
+                    if parent == ancestor:
+                        return True
+                    if parent in seen:
+                        continue
+                    seen.add(parent)
+                    commit = objects.commit(parent)
+                    if commit is not None:
+                        heapq.heappush(heap, (-commit.commit_time, parent, _parents(commit)))
+            return False
+
+    @contextlib.contextmanager
+    def _objects(self, repo_id: str, pack_digest: str) -> Iterator[_Objects]:
+        pack: Pack | None = None
+        if pack_digest and self.has_pack(pack_digest):
+            pack = Pack(str(self.pack_base(pack_digest)), object_format=SHA1)
+        try:
+            with self.open(repo_id) as repo:
+                tips = {v.decode() for k, v in repo.refs.as_dict().items() if k != b"HEAD"}
+                # Completeness only ever turns true (objects are never removed), so what a
+                # walk found complete, from the repository alone or with this pack, stays so.
+                key = (repo_id, pack_digest if pack is not None else "")
+                with self._lock:
+                    stop = tips | self._complete.get((repo_id, ""), set()) | self._complete.get(key, set())
+                objects = _Objects(repo, pack, stop=stop)
+                yield objects
+                if objects.complete_commits:
+                    with self._lock:
+                        if sum(len(v) for v in self._complete.values()) > _MAX_KNOWN:
+                            self._complete.clear()
+                        self._complete.setdefault(key, set()).update(objects.complete_commits)
+        finally:
+            if pack is not None:
+                pack.close()
+
+    # ------------------------------------------------------------------ quarantine
+
+    def pack_base(self, digest: str) -> Path:
+        """`packs/sha256/<digest>` (add `.pack` or `.idx`)."""
+        if not _DIGEST.match(digest):
+            raise ValueError(f"not a SHA-256 pack digest: {digest!r}")
+        return self.packs_dir / digest
+
+    def has_pack(self, digest: str) -> bool:
+        if not _DIGEST.match(digest):
+            return False
+        base = self.pack_base(digest)
+        return base.with_suffix(".idx").is_file() and base.with_suffix(".pack").is_file()
+
+    def pack_bytes_for(self, digest: str) -> bytes | None:
+        """The quarantined pack's bytes (to serve a peer fetching it by digest), or None."""
+        if not self.has_pack(digest):
+            return None
+        try:
+            return self.pack_base(digest).with_suffix(".pack").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def import_pack(self, repo_id: str, digest: str) -> None:
+        """Make a quarantined pack's objects part of the repository (when its push is applied).
+
+        The pack and its index are hard-linked (copied across file systems) into
+        `objects/pack/pack-<sha1 trailer>.{pack,idx}`, index last. Idempotent, so replaying
+        a block is harmless. The quarantined copy stays for peers (see `discard_pack`).
+        """
+        if not self.has_pack(digest):
+            raise FileNotFoundError(f"pack sha256:{digest} is not in quarantine")
+        base = self.pack_base(digest)
+        with open(base.with_suffix(".pack"), "rb") as f:
+            f.seek(-20, os.SEEK_END)
+            name = "pack-" + f.read(20).hex()
+        pack_dir = self.ensure_repo(repo_id) / "objects" / "pack"
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        for suffix in (".pack", ".idx"):
+            target = pack_dir / (name + suffix)
+            if target.exists():
+                continue
+            work = pack_dir / f"tmp_import_{os.getpid()}_{name}{suffix}"
+            with contextlib.suppress(FileNotFoundError):
+                work.unlink()
+            try:
+                os.link(base.with_suffix(suffix), work)
+            except OSError:
+                shutil.copyfile(base.with_suffix(suffix), work)
+            os.replace(work, target)
+
+    def discard_pack(self, digest: str) -> None:
+        """Remove a pack from quarantine (its index first, so it disappears atomically)."""
+        base = self.pack_base(digest)
+        for suffix in (".idx", ".pack"):
+            with contextlib.suppress(FileNotFoundError):
+                base.with_suffix(suffix).unlink()
+
+    def quarantined(self) -> list[str]:
+        """The digests of every complete pack in quarantine, sorted."""
+        return sorted(p.stem for p in self.packs_dir.glob("*.idx") if self.has_pack(p.stem))
+
+
+def _parents(commit: Commit) -> tuple[str, ...]:
+    return tuple(p.decode() for p in commit.parents)
+
+
+class _Objects:
+    """Object lookup in a repository plus, optionally, one quarantined pack.
+
+    `stop`: commits known to be complete (their whole history present), where walks end.
+    A missing object is a False answer; any other failure (I/O) raises.
+    """
+
+    def __init__(self, repo: Repo, pack: Pack | None, stop: set[str]) -> None:
+        self._store = repo.object_store
+        self._pack = pack
+        self._stop = stop
+        self.complete_commits: set[str] = set()
+
+    def get(self, sha: str) -> ShaFile | None:
+        if not valid_sha(sha):
+            return None
+        oid = ObjectID(sha.encode())
+        if self._pack is not None and oid in self._pack:
+            return self._pack[oid]
+        try:
+            return self._store[oid]
+        except KeyError:
+            return None
+
+    def contains(self, sha: str) -> bool:
+        oid = ObjectID(sha.encode())
+        return (self._pack is not None and oid in self._pack) or oid in self._store
+
+    def commit(self, sha: str) -> Commit | None:
+        obj = self.get(sha)
+        return obj if isinstance(obj, Commit) else None
+
+    def connected(self, sha: str) -> bool:
+        """Whether the object and everything it reaches are present."""
+        for _ in range(64):  # tags of tags
+            obj = self.get(sha)
+            if isinstance(obj, Tag):
+                sha = obj.object[1].decode()
+                continue
+            if isinstance(obj, Commit):
+                return self._commit_connected(sha)
+            if isinstance(obj, Tree):
+                return self._tree_connected(sha, None, set())
+            return obj is not None
+        return False
+
+    def _commit_connected(self, sha: str) -> bool:
+        if sha in self._stop:
+            return True
+        new: dict[str, Commit] = {}
+        todo = [sha]
+        while todo:
+            current = todo.pop()
+            if current in new or current in self._stop:
+                continue
+            commit = self.commit(current)
+            if commit is None:
+                return False
+            new[current] = commit
+            todo.extend(_parents(commit))
+        trees_done: set[str] = set()
+        for commit in new.values():
+            # Compare with a parent's tree: what it shares with a complete (or in this walk
+            # verified) parent needs no second look.
+            base = None
+            for parent in _parents(commit):
+                parent_commit = new.get(parent) or self.commit(parent)
+                if parent_commit is not None:
+                    base = parent_commit.tree.decode()
+                    break
+            if not self._tree_connected(commit.tree.decode(), base, trees_done):
+                return False
+        self.complete_commits.update(new)
+        return True
+
+    def _tree_connected(self, sha: str, base: str | None, done: set[str]) -> bool:
+        todo: list[tuple[str, str | None]] = [(sha, base)]
+        while todo:
+            tree_sha, base_sha = todo.pop()
+            if tree_sha == base_sha or tree_sha in done:
+                continue
+            tree = self.get(tree_sha)
+            if not isinstance(tree, Tree):
+                return False
+            base_entries: dict[bytes, tuple[int, str]] = {}
+            if base_sha is not None:
+                base_tree = self.get(base_sha)
+                if isinstance(base_tree, Tree):
+                    base_entries = {e.path: (e.mode, e.sha.decode()) for e in base_tree.iteritems()}
+            for entry in tree.iteritems():
+                entry_sha = entry.sha.decode()
+                if S_ISGITLINK(entry.mode):
+                    continue  # a submodule's commit lives in another repository
+                before = base_entries.get(entry.path)
+                if before is not None and before[1] == entry_sha:
+                    continue
+                if stat.S_ISDIR(entry.mode):
+                    sub_base = before[1] if before is not None and stat.S_ISDIR(before[0]) else None
+                    todo.append((entry_sha, sub_base))
+                elif not self.contains(entry_sha):
+                    return False
+            done.add(tree_sha)
+        return True
