@@ -31,7 +31,8 @@ def test_node_on_postgres_keeps_its_state_across_restart(tmp_path: Path) -> None
         assert after["height"] >= before["height"]
         user = expect(node.client().get("/api/v3/users/pguser"), 200)
         assert user["login"] == "pguser"
-        events = expect(node.client().get("/api/v1/events", params={"limit": 1000}), 200)["events"]
+        admin = node.client(node.admin_token)
+        events = expect(admin.get("/api/v1/events", params={"limit": 1000}), 200)["events"]
         assert any(e["type"] == "UserCreated" and e["data"]["login"] == "pguser" for e in events)
     finally:
         node.stop()

@@ -1,0 +1,110 @@
+"""Benchmark: `git clone` from a Stele node against `git http-backend`, side by side.
+
+    .venv/bin/python bench/git_clone_bench.py [--commits 7000] [--runs 5]
+
+Builds a bare repository of at least 20,000 objects with `git fast-import`, then
+serves the same repository (1) from a single-validator Stele node (smart HTTP,
+reads through `git upload-pack`) and (2) from `git http-backend` behind Python's
+CGI server, and clones each `--runs` times, alternating. Reports the median clone
+times and their ratio. Not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.api_node import expect, free_port, start_api_node  # noqa: E402
+
+
+def make_repo(path: Path, commits: int) -> int:
+    """A bare repo with `commits` commits, each touching two files: about 3 objects per commit."""
+    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    lines = []
+    for i in range(commits):
+        a = f"file {i} {'x' * 64}\n".encode()
+        b = f"other {i}\n".encode() * 8
+        lines.append(b"commit refs/heads/main\n")
+        lines.append(f"mark :{i + 1}\ncommitter Bench <b@example.com> {1_700_000_000 + i} +0000\n".encode())
+        msg = f"commit {i}\n".encode()
+        lines.append(b"data %d\n%s" % (len(msg), msg))
+        if i:
+            lines.append(f"from :{i}\n".encode())
+        for name, data in ((f"dir{i % 50}/f{i}.txt", a), (f"log{i % 7}.txt", b)):
+            lines.append(f"M 100644 inline {name}\n".encode())
+            lines.append(b"data %d\n%s\n" % (len(data), data))
+    subprocess.run(["git", "fast-import", "--quiet"], input=b"".join(lines), cwd=path, check=True)
+    out = subprocess.run(["git", "count-objects", "-v"], cwd=path, capture_output=True, text=True, check=True)
+    counts = dict(line.split(": ") for line in out.stdout.splitlines())
+    return int(counts["count"]) + int(counts["in-pack"])
+
+
+def clone_time(url: str, dest: Path) -> float:
+    shutil.rmtree(dest, ignore_errors=True)
+    t = time.perf_counter()
+    subprocess.run(["git", "clone", "-q", "--bare", url, str(dest)], check=True)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--commits", type=int, default=7000)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="stele-git-bench-") as d:
+        root = Path(d)
+        node = start_api_node(root / "node")
+        cgi = None
+        try:
+            repo = expect(node.client(node.admin_token).post("/api/v3/user/repos", json={"name": "big"}), 201)
+            bare = root / "node" / "data" / "git" / "repos" / f"{repo['node_id']}.git"
+            shutil.rmtree(bare, ignore_errors=True)
+            objects = make_repo(bare, args.commits)
+            subprocess.run(["git", "repack", "-adq"], cwd=bare, check=True)
+            # git http-backend over the very same bare repository.
+            cgi_root = root / "cgi"
+            (cgi_root / "cgi-bin").mkdir(parents=True)
+            script = cgi_root / "cgi-bin" / "git"
+            backend = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True)
+            script.write_text(
+                "#!/bin/sh\n"
+                f"export GIT_PROJECT_ROOT={bare.parent}\nexport GIT_HTTP_EXPORT_ALL=1\n"
+                f"exec {backend.stdout.strip()}/git-http-backend\n"
+            )
+            script.chmod(0o755)
+            port = free_port()
+            cgi = subprocess.Popen(
+                [sys.executable, "-m", "http.server", "--cgi", "--bind", "127.0.0.1", str(port)],
+                cwd=cgi_root,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
+            stele_url = f"{node.url}/admin/big.git"
+            backend_url = f"http://127.0.0.1:{port}/cgi-bin/git/{bare.name}"
+            stele, plain = [], []
+            for _ in range(args.runs):
+                stele.append(clone_time(stele_url, root / "c1"))
+                plain.append(clone_time(backend_url, root / "c2"))
+            s, p = statistics.median(stele), statistics.median(plain)
+            print(
+                f"clone of {objects:,} objects, median of {args.runs}: Stele {s:.2f} s, "
+                f"git http-backend {p:.2f} s, ratio {s / p:.2f}x"
+            )
+        finally:
+            if cgi is not None:
+                cgi.terminate()
+                cgi.wait(5)
+            node.stop()
+
+
+if __name__ == "__main__":
+    main()
