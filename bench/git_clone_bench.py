@@ -27,7 +27,7 @@ from tests.api_node import expect, free_port, start_api_node  # noqa: E402
 
 def make_repo(path: Path, commits: int) -> int:
     """A bare repo with `commits` commits, each touching two files: about 3 objects per commit."""
-    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
     lines = []
     for i in range(commits):
         a = f"file {i} {'x' * 64}\n".encode()
@@ -47,11 +47,15 @@ def make_repo(path: Path, commits: int) -> int:
     return int(counts["count"]) + int(counts["in-pack"])
 
 
-def clone_time(url: str, dest: Path) -> float:
+def clone_time(url: str, dest: Path, objects: int) -> float:
     shutil.rmtree(dest, ignore_errors=True)
     t = time.perf_counter()
     subprocess.run(["git", "clone", "-q", "--bare", url, str(dest)], check=True)
-    return time.perf_counter() - t
+    elapsed = time.perf_counter() - t
+    got = subprocess.run(["git", "rev-list", "--objects", "--all"], cwd=dest, capture_output=True, text=True)
+    if len(got.stdout.splitlines()) < objects:
+        raise SystemExit(f"clone from {url} is incomplete: {len(got.stdout.splitlines())} of {objects} objects")
+    return elapsed
 
 
 def main() -> None:
@@ -77,9 +81,12 @@ def main() -> None:
             script.write_text(
                 "#!/bin/sh\n"
                 f"export GIT_PROJECT_ROOT={bare.parent}\nexport GIT_HTTP_EXPORT_ALL=1\n"
+                # Python's CGI server runs scripts as `nobody` when started as root.
+                "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\n"
                 f"exec {backend.stdout.strip()}/git-http-backend\n"
             )
             script.chmod(0o755)
+            subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
             port = free_port()
             cgi = subprocess.Popen(
                 [sys.executable, "-m", "http.server", "--cgi", "--bind", "127.0.0.1", str(port)],
@@ -92,8 +99,8 @@ def main() -> None:
             backend_url = f"http://127.0.0.1:{port}/cgi-bin/git/{bare.name}"
             stele, plain = [], []
             for _ in range(args.runs):
-                stele.append(clone_time(stele_url, root / "c1"))
-                plain.append(clone_time(backend_url, root / "c2"))
+                stele.append(clone_time(stele_url, root / "c1", objects))
+                plain.append(clone_time(backend_url, root / "c2", objects))
             s, p = statistics.median(stele), statistics.median(plain)
             print(
                 f"clone of {objects:,} objects, median of {args.runs}: Stele {s:.2f} s, "
