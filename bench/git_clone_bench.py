@@ -53,8 +53,9 @@ def clone_time(url: str, dest: Path, objects: int) -> float:
     subprocess.run(["git", "clone", "-q", "--bare", url, str(dest)], check=True)
     elapsed = time.perf_counter() - t
     got = subprocess.run(["git", "rev-list", "--objects", "--all"], cwd=dest, capture_output=True, text=True)
-    if len(got.stdout.splitlines()) < objects:
-        raise SystemExit(f"clone from {url} is incomplete: {len(got.stdout.splitlines())} of {objects} objects")
+    have = len(got.stdout.splitlines())
+    if have < objects:
+        raise SystemExit(f"clone from {url} is incomplete: {have} of {objects} objects")
     return elapsed
 
 
