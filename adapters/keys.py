@@ -16,6 +16,8 @@ from pathlib import Path
 import nacl.utils
 from nacl.signing import SigningKey
 
+from consensus.files import fsync_dir
+
 KEY_TYPE = "ed25519"
 SEED_LEN = 32
 
@@ -73,7 +75,7 @@ def save_key(path: str | os.PathLike[str], seed: bytes, *, overwrite: bool = Tru
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    _fsync_dir(p.parent)
+    fsync_dir(p.parent)
     return pub
 
 
@@ -126,16 +128,3 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -30,6 +30,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from adapters.keys import KeyFileError, generate_key, load_key, public_key, save_key
+from consensus.files import atomic_write
 from consensus.genesis import Genesis, GenesisError, ValidatorInfo
 from consensus.types import MAX_VALIDATORS
 
@@ -571,7 +572,7 @@ def _create_new(d: Path, n: int, http_port: int, p2p_port: int) -> tuple[list[De
         token = token_path.read_text().strip()
     else:
         token, _ = new_token()
-        _write_private(token_path, token + "\n")
+        atomic_write(token_path, (token + "\n").encode(), 0o600)
     admin = {
         "login": ADMIN_LOGIN,
         "email": ADMIN_EMAIL,
@@ -581,14 +582,6 @@ def _create_new(d: Path, n: int, http_port: int, p2p_port: int) -> tuple[list[De
     genesis = Genesis(CHAIN_ID, int(time.time() * 1000), tuple(vals), {"admin": admin})
     genesis.save(d / GENESIS_FILE)  # written last: its presence marks a complete init
     return nodes, genesis
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _fetch_status(client: httpx.Client, node: DevnetNode) -> dict[str, Any] | None:

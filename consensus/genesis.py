@@ -12,12 +12,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from consensus.crypto import ValidatorSet
+from consensus.files import atomic_write
 from consensus.types import MAX_VALIDATORS, PUBKEY_LEN
 
 _CHAIN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -195,7 +195,7 @@ class Genesis:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (temp file + rename) so a crash never leaves half a genesis."""
         text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        _atomic_write(Path(path), text.encode("utf-8"), 0o644)
+        atomic_write(Path(path), text.encode("utf-8"), 0o644)
 
 
 def parse_pubkey(value: object, where: str = "public key") -> bytes:
@@ -235,26 +235,3 @@ def _check_distinct(vals: tuple[ValidatorInfo, ...]) -> None:
                     f"validators {addrs[addr]!r} and {v.name!r} both use address {v.host}:{port}"
                 )
             addrs[addr] = v.name
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

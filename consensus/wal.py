@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from consensus.codec import DecodeError
+from consensus.files import fsync_dir
 from consensus.types import Vote
 
 _HEADER = struct.Struct(">II")  # length, crc32
@@ -32,7 +33,7 @@ class VoteLog:
             self._fh.truncate(valid_end)
             self._fh.flush()
             os.fsync(self._fh.fileno())
-        self._fsync_dir()
+        fsync_dir(self.path.parent)
 
     def _load(self) -> int:
         if not self.path.exists():
@@ -50,13 +51,6 @@ class VoteLog:
                 break
             pos += _HEADER.size + length
         return pos
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     @property
     def votes(self) -> list[Vote]:
@@ -91,7 +85,7 @@ class VoteLog:
             os.fsync(fh.fileno())
         self._fh.close()
         os.replace(tmp, self.path)
-        self._fsync_dir()
+        fsync_dir(self.path.parent)
         self._fh = open(self.path, "ab")  # noqa: SIM115
         self._votes = keep
 

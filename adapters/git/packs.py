@@ -43,6 +43,7 @@ from dulwich.pack import (
 )
 
 from adapters.git.store import GitStore
+from consensus.files import fsync_dir
 
 __all__ = ["PackRejected", "PackTooLarge", "ReceivedPack", "accept_peer_pack", "receive_pack"]
 
@@ -186,7 +187,7 @@ def _ingest(
             base = store.pack_base(digest)
             os.replace(tmp_pack, base.with_suffix(".pack"))
             os.replace(tmp_idx, base.with_suffix(".idx"))  # the index last: now the pack exists
-            _fsync_dir(store.packs_dir)
+            fsync_dir(store.packs_dir)
         return ReceivedPack(digest=digest, object_count=len(entries), size=size)
     finally:
         for leftover in (tmp_pack, tmp_idx):
@@ -290,14 +291,6 @@ def _rejecting(source: _Source, doing: str) -> Iterator[None]:
             raise PackRejected("the pack is truncated") from None
         detail = str(exc) or type(exc).__name__
         raise PackRejected(f"malformed pack while {doing}: {detail}") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _human(n: int) -> str:
