@@ -21,7 +21,7 @@ from consensus.codec import DecodeError
 from consensus.crypto import Signer
 from consensus.genesis import Genesis
 from consensus.interface import Finalized, Output, ReplicaConfig, Timer, Verdict
-from consensus.mempool import AddResult, Mempool, MempoolApp
+from consensus.mempool import AddResult, Mempool, MempoolApp, chain_app_hash
 from consensus.messages import Message, TxGossip, decode_message, encode_message
 from consensus.replica import Replica
 from consensus.store import BlockStore
@@ -97,6 +97,8 @@ class ConsensusHost:
         app_hash: Callable[[Block], bytes | None] | None = None,
         on_halt: Callable[[NodeHalt], None] | None = None,
         admit: Callable[[bytes], str | None] | None = None,
+        available: Callable[[Block], bool] | None = None,
+        tx_ready: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.genesis = genesis
         self.validators = genesis.validator_set()
@@ -112,10 +114,12 @@ class ConsensusHost:
             max_bytes=config.mempool_max_bytes,
             max_tx_bytes=config.limits.max_tx_bytes,
         )
-        self.app = (
-            MempoolApp(self.mempool, config.limits, app_hash)
-            if app_hash is not None
-            else MempoolApp(self.mempool, config.limits)
+        self.app = MempoolApp(
+            self.mempool,
+            config.limits,
+            app_hash if app_hash is not None else chain_app_hash,
+            available=available,
+            tx_ready=tx_ready,
         )
         self.replica = Replica(
             validators=self.validators,
@@ -209,6 +213,14 @@ class ConsensusHost:
             self._carry_out(out)
         except NodeHalt as halt:
             self._halt(halt)
+
+    def halt(self, halt: NodeHalt) -> None:
+        """Stop the node because something outside consensus (e.g. the ledger) cannot go on."""
+        self._halt(halt)
+
+    def app_ready(self) -> None:
+        """Data the application waited for arrived (e.g. a pack): re-check proposals and votes."""
+        self._schedule_app_ready()
 
     def _halt(self, halt: NodeHalt) -> None:
         """Stop taking part in consensus at once and tell the node process, loudly."""

@@ -4,8 +4,14 @@ Consensus asks for the app hash a child of some block must carry; that is the st
 hash after the block, which may not be final yet, so blocks are executed on forks of
 the finalized state and the results cached by block hash. When a block is finalized
 its cached result (or a fresh execution) is written to the event store (events,
-receipts and the height in one transaction) and the DuckDB projections, and the
-fork is merged into the finalized state.
+receipts and the height in one transaction) and the DuckDB projections, the pushes it
+accepted are carried out on the bare repositories (pack imported, refs written), and
+the fork is merged into the finalized state.
+
+Data availability: a block whose pushes name packs this node does not hold is neither
+voted for (`block_available` answers False, so consensus waits) nor applied: finalized
+blocks queue until their packs have been fetched from peers (`want_pack`, wired to the
+node's blob sync), and `drain` applies them once `pack_ready` says they are here.
 """
 
 from __future__ import annotations
@@ -14,22 +20,30 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from adapters.consensus_host import NodeHalt
 from adapters.event_store import EventStore
+from adapters.git.pack_view import PackView
+from adapters.git.store import GitStore
 from commands.envelope import EnvelopeError, decode_transaction
 from commands.ledger import BlockContext, BlockResult, GenesisAdmin, Receipt, execute_block, genesis_state
 from consensus.genesis import Genesis
 from consensus.interface import Finalized, FinalizedStore
 from consensus.types import Block, genesis_block
+from domain.events import ZERO_SHA, RecordedEvent
 from domain.state import LedgerState
 from projections.projector import Projector
 from projections.read_models import ReadModels
 
 log = logging.getLogger(__name__)
+
+PUSH_KIND = "git.push_refs"
+_PUSH_MARK = PUSH_KIND.encode()
+_PACKS_MEMO = 10_000
 
 
 class LedgerDivergence(NodeHalt):
@@ -60,7 +74,14 @@ def genesis_admin(genesis: Genesis) -> GenesisAdmin | None:
 
 
 class LedgerHost:
-    def __init__(self, *, genesis: Genesis, data_dir: Path, event_store_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        genesis: Genesis,
+        data_dir: Path,
+        event_store_url: str | None = None,
+        git: GitStore | None = None,
+    ) -> None:
         self.chain_id = genesis.chain_id
         self.validators = tuple(v.pubkey for v in genesis.validators)
         self.genesis = genesis
@@ -78,6 +99,14 @@ class LedgerHost:
         self.tip: Block = genesis_block(genesis.chain_id, genesis.genesis_time_ms)
         self._spec: dict[bytes, BlockResult] = {}
         self._lookup: Callable[[bytes], Block | None] = lambda _h: None
+        self.git = git
+        self.git_view = PackView(git) if git is not None else None
+        #: Asks the node to fetch a pack from peers (the blob sync); idempotent.
+        self.want_pack: Callable[[str], None] = lambda _digest: None
+        # Finalized blocks waiting (in order) for packs before they can be applied.
+        self._queue: deque[Block] = deque()
+        self._queued: dict[bytes, Block] = {}
+        self._packs_memo: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
         self._receipt_waiters: dict[str, list[asyncio.Future[Receipt]]] = {}
         self._height_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.stats = {"blocks_applied": 0, "events_applied": 0, "speculative_executions": 0}
@@ -85,8 +114,8 @@ class LedgerHost:
     # ------------------------------------------------------------------ wiring
 
     def set_block_lookup(self, lookup: Callable[[bytes], Block | None]) -> None:
-        """Where to find not-yet-final blocks by hash (the replica's block cache)."""
-        self._lookup = lookup
+        """Where to find not-yet-applied blocks by hash (the replica's block cache)."""
+        self._lookup = lambda h: self._queued.get(h) or lookup(h)
 
     @property
     def height(self) -> int:
@@ -100,20 +129,76 @@ class LedgerHost:
             f = store.get(h)
             if f is None:
                 raise NodeHalt(f"finalized block {h} is missing from the block store")
-            self.apply_finalized(f.block)
+            self._enqueue(f.block)
+            if len(self._queue) == 1:
+                self.drain()
             if progress is not None and (h % 500 == 0 or h == last):
                 progress(h, last)
-        if last:
+        if self._queue:
+            log.warning("ledger replay stopped at height %d: waiting for packs from peers", self.tip.height)
+        elif last:
             log.info("ledger replayed %d blocks in %.1f s", last, time.monotonic() - started)
 
     def close(self) -> None:
+        if self.git_view is not None:
+            self.git_view.close()
         self.events.close()
         self.projector.close()
+
+    # ------------------------------------------------------------------ data availability
+
+    def packs_named(self, txs: Sequence[bytes]) -> list[str]:
+        """The pack digests the pushes among `txs` name (memoized per transaction)."""
+        found: list[str] = []
+        for raw in txs:
+            if _PUSH_MARK not in raw:
+                continue  # cheap: a push's canonical JSON always contains its kind
+            tid = hashlib.sha256(raw).digest()
+            packs = self._packs_memo.get(tid)
+            if packs is None:
+                packs = _pack_of(raw)
+                self._packs_memo[tid] = packs
+                if len(self._packs_memo) > _PACKS_MEMO:
+                    self._packs_memo.popitem(last=False)
+            found.extend(packs)
+        return found
+
+    def missing_packs(self, txs: Sequence[bytes]) -> list[str]:
+        if self.git is None:
+            return []
+        git = self.git
+        return [d for d in self.packs_named(txs) if not git.has_pack(d)]
+
+    def block_available(self, block: Block) -> bool:
+        """Whether this node holds every pack the block's pushes name; asks peers for the rest."""
+        missing = self.missing_packs(block.txs)
+        for digest in missing:
+            self.want_pack(digest)
+        return not missing
+
+    def tx_available(self, raw: bytes) -> bool:
+        """Whether a leader may put this transaction in a block (its pack is here; else fetch it)."""
+        missing = self.missing_packs((raw,))
+        for digest in missing:
+            self.want_pack(digest)
+        return not missing
+
+    def pack_ready(self, digest: str) -> None:
+        """A pack arrived: apply the finalized blocks that waited for it."""
+        self.drain()
+
+    @property
+    def waiting_for_packs(self) -> bool:
+        return bool(self._queue)
 
     # ------------------------------------------------------------------ consensus application
 
     def _context(self, block: Block) -> BlockContext:
-        return BlockContext(self.chain_id, block.height, block.timestamp_ms, self.validators)
+        return BlockContext(self.chain_id, block.height, block.timestamp_ms, self.validators, self.git_view)
+
+    def next_context(self, timestamp_ms: int) -> BlockContext:
+        """The context of a block on the applied tip (for prechecks)."""
+        return BlockContext(self.chain_id, self.tip.height + 1, timestamp_ms, self.validators, self.git_view)
 
     def _after(self, block: Block) -> tuple[LedgerState, bytes] | None:
         """The state and app hash after `block`, executing it (and unfinal ancestors) if needed."""
@@ -132,6 +217,8 @@ class LedgerHost:
                 return None
             chain.append(b)
             h = b.parent
+        if not all(self.block_available(b) for b in chain):
+            return None  # consensus waits; the packs are being fetched
         if h == self.tip.hash:
             state, app_hash = self.state, self.state.app_hash
         else:
@@ -163,7 +250,25 @@ class LedgerHost:
         return None
 
     def on_finalized(self, f: Finalized) -> None:
-        self.apply_finalized(f.block)
+        self._enqueue(f.block)
+        self.drain()
+
+    def _enqueue(self, block: Block) -> None:
+        last = self._queue[-1] if self._queue else self.tip
+        if block.height <= last.height:
+            return
+        self._queue.append(block)
+        self._queued[block.hash] = block
+
+    def drain(self) -> None:
+        """Apply queued finalized blocks, in order, as far as their packs are here."""
+        while self._queue:
+            block = self._queue[0]
+            if not self.block_available(block):
+                return
+            self._queue.popleft()
+            self._queued.pop(block.hash, None)
+            self.apply_finalized(block)
 
     def apply_finalized(self, block: Block) -> list[Receipt]:
         if block.height <= self.tip.height:
@@ -191,6 +296,7 @@ class LedgerHost:
             # Blocks without events change no read model; skipping them keeps idle blocks cheap
             # (the projector's tracking may lag behind; it catches up with the next events).
             self.projector.apply_block(block.height, result.events)
+        self._carry_out_pushes(result)
         result.state.merge_into_parent()
         self.tip = block
         self.stats["blocks_applied"] += 1
@@ -200,6 +306,25 @@ class LedgerHost:
             del self._spec[h]
         self._notify(result.receipts)
         return list(result.receipts)
+
+    def _carry_out_pushes(self, result: BlockResult) -> None:
+        """Make the block's accepted pushes visible in the bare repositories: objects, then refs.
+
+        Idempotent (a replay after a crash redoes it), and done before anyone waiting for
+        the receipt is told, so an acknowledged push is readable here.
+        """
+        if self.git is None:
+            return
+        for event in result.events:
+            if event.type != "RefsUpdated":
+                continue
+            repo_id, digest, refs = _push_effects(event)
+            if digest:
+                self.git.import_pack(repo_id, digest)
+            self.git.set_refs(repo_id, refs)
+            repo = result.state.repo(repo_id)
+            if repo is not None:
+                self.git.set_head(repo_id, repo.default_branch)
 
     # ------------------------------------------------------------------ waiting for results
 
@@ -261,3 +386,29 @@ class LedgerHost:
             "speculative_blocks": len(self._spec),
             **self.stats,
         }
+
+
+def _pack_of(raw: bytes) -> tuple[str, ...]:
+    """The pack a push transaction names (none for other transactions or malformed ones)."""
+    try:
+        tx = decode_transaction(raw)
+    except EnvelopeError:
+        return ()
+    if tx.kind != PUSH_KIND:
+        return ()
+    digest = tx.payload.get("pack_digest")
+    if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        return ()  # the handler refuses it; nothing to fetch
+    return (digest,)
+
+
+def _push_effects(event: RecordedEvent) -> tuple[str, str, dict[str, str | None]]:
+    data = event.data
+    repo_id = str(data["repo_id"])
+    digest = str(data.get("pack_digest") or "")
+    updates = data["updates"]
+    assert isinstance(updates, list)
+    refs: dict[str, str | None] = {
+        str(u["ref"]): None if u["new"] == ZERO_SHA else str(u["new"]) for u in updates
+    }
+    return repo_id, digest, refs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 
 from adapters.consensus_host import ConsensusHost
@@ -12,6 +14,7 @@ from api.errors import install_error_handlers
 from api.gateway import CommandGateway
 from api.limits import BodyLimit
 from api.metrics import NodeMetrics
+from api.push import PushService
 
 
 def create_app(
@@ -20,6 +23,7 @@ def create_app(
     ledger: LedgerHost,
     seed: bytes,
     git_store: GitStore | None = None,
+    offer_pack: Callable[[str], None] | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Stele node",
@@ -32,6 +36,8 @@ def create_app(
     app.state.ledger = ledger
     app.state.gateway = CommandGateway(host, ledger, seed)
     app.state.git = git_store  # None: the git endpoints answer 503
+    if git_store is not None:
+        app.state.push_handler = PushService(app.state.gateway, offer_pack)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, prefix="/api/v3")
     app.include_router(routes_chain.router)

@@ -17,7 +17,7 @@ from adapters.ledger_host import LedgerHost
 from api.auth import Caller
 from api.errors import ApiError
 from commands.envelope import sign_as_node
-from commands.ledger import BlockContext, Receipt, precheck_transaction
+from commands.ledger import Receipt, precheck_transaction
 from consensus.mempool import AddResult
 
 COMMAND_TIMEOUT_S = 20.0
@@ -48,8 +48,11 @@ class CommandGateway:
         return tx.encode()
 
     def precheck(self, raw: bytes) -> Receipt:
-        now = time.time_ns() // 1_000_000
-        ctx = BlockContext(self.ledger.chain_id, self.ledger.height + 1, now, self.ledger.validators)
+        """The receipt the command would get in the next block on this node's state.
+
+        Raises `GitViewError` if a push names a pack this node does not hold.
+        """
+        ctx = self.ledger.next_context(time.time_ns() // 1_000_000)
         return precheck_transaction(self.ledger.state, ctx, raw)
 
     async def run(self, caller: Caller, kind: str, payload: dict[str, Any]) -> Receipt:
@@ -61,6 +64,15 @@ class CommandGateway:
         return await self.submit(raw)
 
     async def submit(self, raw: bytes) -> Receipt:
+        """Submit and wait for the receipt; a rejection is raised as an ApiError."""
+        receipt = await self.outcome(raw)
+        if not receipt.ok:
+            raise CommandFailed(receipt.code, receipt.message, {"X-Stele-Position": str(receipt.height)})
+        return receipt
+
+    async def outcome(self, raw: bytes, timeout_s: float = COMMAND_TIMEOUT_S) -> Receipt:
+        """Submit and wait for the receipt, accepted or rejected; ApiError if there is none
+        (no quorum, overloaded, not final in time)."""
         host = self.host
         if not host.quorum_reachable():
             raise ApiError(
@@ -74,7 +86,7 @@ class CommandGateway:
             raise ApiError(503, "the node is overloaded (mempool full), retry later", {"Retry-After": "1"})
         if result == AddResult.TOO_LARGE:
             raise ApiError(413, "command too large")
-        deadline = time.monotonic() + COMMAND_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
             receipt = await self.ledger.wait_receipt(tid.hex(), min(max(remaining, 0.0), 0.5))
@@ -84,10 +96,8 @@ class CommandGateway:
                 raise ApiError(503, "lost contact with a quorum of validators before the command was final")
             if remaining <= 0:
                 raise ApiError(
-                    504, f"command {tid.hex()} was not final within {COMMAND_TIMEOUT_S:g}s; it may still be"
+                    504, f"command {tid.hex()} was not final within {timeout_s:g}s; it may still be"
                 )
-        if not receipt.ok:
-            raise CommandFailed(receipt.code, receipt.message, {"X-Stele-Position": str(receipt.height)})
         return receipt
 
     async def wait_position(self, position: int | None) -> None:

@@ -94,6 +94,8 @@ _GIT_PROTOCOL = re.compile(r"^[A-Za-z0-9=:.,_-]{1,128}$")
 _CHUNK = 64 * 1024
 _PIPE_BUFFER = 1024 * 1024  # git's output is read and sent in pieces of up to this size
 _KEEPALIVE_S = 5.0
+MIN_POSITION_WAIT_S = 10.0
+CATCH_UP_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ async def info_refs(request: Request, owner: str, repo: str) -> Response:
     try:
         if service not in (UPLOAD_PACK, RECEIVE_PACK):
             raise GitHttpError(403, "Stele serves git's smart HTTP protocol only; use git 1.6.6 or later")
+        await _caught_up(request)
         ctx = _access(request, owner, repo, push=service == RECEIVE_PACK)
         content_type = f"application/x-{service}-advertisement"
         if service == RECEIVE_PACK:
@@ -152,6 +155,7 @@ async def info_refs(request: Request, owner: str, repo: str) -> Response:
 
 async def upload_pack(request: Request, owner: str, repo: str) -> Response:
     try:
+        await _caught_up(request)
         ctx = _access(request, owner, repo, push=False)
         _require_content_type(request, UPLOAD_PACK)
         body = await _read_body(request, ctx.config.max_upload_request_bytes)
@@ -207,6 +211,34 @@ class _Context:
     caller: Caller | None
     repo: Repo
     path: str
+
+
+async def _caught_up(request: Request) -> None:
+    """Serve refs only from a node that has applied what it knows is final.
+
+    With `X-Stele-Min-Position: P` (e.g. `git -c http.extraHeader=...`, P from the push's
+    "decided at log position P") the read waits for P, or answers 504. Without it, the
+    read waits (briefly) until this node has applied every block it knows is finalized,
+    e.g. one waiting for a pack still being fetched.
+    """
+    ledger: LedgerHost = request.app.state.ledger
+    raw = request.headers.get("x-stele-min-position") or request.query_params.get("min_position")
+    if raw is not None:
+        if not raw.isdigit() or len(raw) > 18:
+            raise GitHttpError(400, "X-Stele-Min-Position must be a non-negative integer")
+        wanted = int(raw)
+        if not await ledger.wait_height(wanted, MIN_POSITION_WAIT_S):
+            raise GitHttpError(
+                504,
+                f"this node has applied position {ledger.height}, not yet {wanted}; "
+                "retry, or ask another node",
+                {"Retry-After": "1"},
+            )
+        return
+    host = getattr(request.app.state, "host", None)
+    finalized = getattr(getattr(host, "replica", None), "finalized_height", None)
+    if isinstance(finalized, int) and finalized > ledger.height:
+        await ledger.wait_height(finalized, CATCH_UP_WAIT_S)
 
 
 def _config(request: Request) -> GitHttpConfig:
@@ -403,6 +435,9 @@ async def _push_result(request: Request, ctx: _Context, outcome: _Unpacked) -> A
             if not task.done() and side_band:
                 yield b"0005\x01"  # side-band keepalive: an empty data packet
         verdicts.update(_handler_verdicts(task, pending))
+        position = getattr(task.result(), "position", None) if not task.exception() else None
+        if side_band and position is not None and not commands.quiet:
+            yield progress_message(f"Stele: decided at log position {position}\n")
     results = [(u.ref, verdicts.get(u.ref, "not processed")) for u in updates]
     if commands.report_status:
         yield report_status(None, results, side_band=side_band)

@@ -64,8 +64,11 @@ def _load(opts: NodeOptions) -> tuple[Genesis, bytes]:
 async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig = HostConfig()) -> None:
     genesis, seed = _load(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
+    git_store = GitStore(opts.data_dir / "git")
     try:
-        ledger = LedgerHost(genesis=genesis, data_dir=opts.data_dir, event_store_url=opts.event_store_url)
+        ledger = LedgerHost(
+            genesis=genesis, data_dir=opts.data_dir, event_store_url=opts.event_store_url, git=git_store
+        )
     except (NodeHalt, ValueError) as exc:
         raise NodeStartError(str(exc)) from None
     halted: list[NodeHalt] = []
@@ -85,6 +88,8 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         app_hash=ledger.app_hash_for_child,
         on_halt=on_halt,
         admit=ledger.admit,
+        available=ledger.block_available,
+        tx_ready=ledger.tx_available,
     )
     ledger.set_block_lookup(host.replica.blocks.get)
     try:
@@ -93,7 +98,7 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         ledger.close()
         raise NodeStartError(f"ledger recovery failed: {exc}") from None
     metrics = NodeMetrics(host)
-    app = create_app(host, metrics, ledger, seed, git_store=GitStore(opts.data_dir / "git"))
+    app = create_app(host, metrics, ledger, seed, git_store=git_store)
     config = uvicorn.Config(
         app,
         host=opts.http_host,

@@ -4,8 +4,9 @@ A push is checked at apply time against the state at its height, per ref, in thi
 
 1. compare-and-swap: `old` must be the ref's current value (40 zeros: must not exist),
    else "stale info";
-2. objects: `new` must be present (a commit for a branch, any object for a tag) in the
-   repository plus the push's pack, per the node's `GitView`, else "missing objects";
+2. objects: `new` must be present (a commit for a branch, any object for a tag, with
+   everything it reaches) in the repository's accepted packs plus the push's own pack,
+   per the node's `GitView`, else "missing objects";
 3. branch protection of refs/heads/<branch> (tags are never protected): a deletion is
    refused unless allow_deletions ("protected branch: deletion not allowed"); when
    `restrict_pushers` is set, only those users and the repository's admins may push
@@ -83,7 +84,10 @@ class _Push:
     actor: User
     is_admin: bool
     git: GitView
-    pack_digest: str
+    #: The repository's accepted packs and the push's own: all the objects it may use.
+    packs: tuple[str, ...]
+    #: The repository's ref tips: complete commits, where connectivity walks may stop.
+    tips: frozenset[str]
 
 
 def _ref_refusal(push: _Push, update: p.RefUpdate) -> str | None:
@@ -96,9 +100,9 @@ def _ref_refusal(push: _Push, update: p.RefUpdate) -> str | None:
     is_branch = update.ref.startswith(HEADS)
     if not deleting:
         present = (
-            push.git.has_commit(repo_id, push.pack_digest, update.new)
+            push.git.has_commit(repo_id, push.packs, update.new, push.tips)
             if is_branch
-            else push.git.has_object(repo_id, push.pack_digest, update.new)
+            else push.git.has_object(repo_id, push.packs, update.new, push.tips)
         )
         if not present:
             return MISSING_OBJECTS
@@ -110,7 +114,7 @@ def _ref_refusal(push: _Push, update: p.RefUpdate) -> str | None:
         return None
     if not is_branch:
         return None if update.force else TAG_EXISTS
-    if push.git.is_ancestor(repo_id, push.pack_digest, current, update.new):
+    if push.git.is_ancestor(repo_id, push.packs, current, update.new):
         return None
     if not update.force:
         return NON_FAST_FORWARD
@@ -145,7 +149,11 @@ def push_refs(state: LedgerState, cmd: p.PushRefs, ctx: HandlerContext) -> Decis
         return Rejection(FORBIDDEN, f"Permission to {repo.full_name}.git denied to {ctx.actor.login}.")
     if ctx.git is None:
         return Rejection(UNAVAILABLE, GIT_UNAVAILABLE)
-    push = _Push(state, repo, ctx.actor, is_repo_admin(state, ctx.actor, repo), ctx.git, cmd.pack_digest)
+    packs = state.repo_packs(repo.repo_id)
+    if cmd.pack_digest and cmd.pack_digest not in packs:
+        packs += (cmd.pack_digest,)
+    tips = frozenset(sha for _, sha in state.refs(repo.repo_id))
+    push = _Push(state, repo, ctx.actor, is_repo_admin(state, ctx.actor, repo), ctx.git, packs, tips)
     refusals = [_ref_refusal(push, update) for update in cmd.updates]
     first = next((i for i, reason in enumerate(refusals) if reason is not None), None)
     if first is None:

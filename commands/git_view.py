@@ -1,33 +1,33 @@
 """The git-object oracle: the only way a handler may look at git objects.
 
-A push names the pack that carries its new objects. The data-availability rule (a
-validator votes for a block only if it holds every pack the block's pushes name)
-guarantees that every node can answer these questions about a push in a finalized
-block, so the answers are part of the deterministic input of the handler.
+Every object of a repository arrived in the pack of some accepted push, and the ledger
+state lists those packs (`LedgerState.repo_packs`). A handler asks its questions about
+an explicit list of packs: the repository's accepted packs at that point of the block
+(pushes accepted earlier in the same block included) plus the pack the push names.
+The data-availability rule (a validator votes for a block only if it holds every pack
+the block's pushes name, and fetches missing ones by digest before applying a block)
+means every node can answer about exactly those packs, so the answers are part of the
+deterministic input of the handler, on replay from genesis and under speculation alike.
 
 Contract for implementations (the node's git adapter), which determinism depends on:
 
-- Answer from exactly two sources: the repository's objects as of the parent block
-  (the packs named by the successful pushes to it, i.e. its RefsUpdated events, in
-  earlier blocks of the chain being executed) and the pack named by `pack_digest`
-  ("" = none). Not the packs of other pushes in the same block, not a pack still in
-  quarantine for some other push, and never garbage-collect objects: every node must
-  give the same answer.
-- A node that executes a block speculatively (before its parent is final) must count
-  the packs of the successful pushes of the unfinal ancestors it executed: the
-  `BlockContext` carries the view per block, so the node can bind one to the chain.
-- When the view cannot answer (a named pack it does not hold, which breaks the
-  data-availability rule; an I/O error), raise `GitViewError`, never answer False:
-  `execute_block` lets it propagate, so the node records no outcome for the block and
-  stops loudly instead of forking silently. (Any other exception from a handler becomes
-  a 500 receipt, which would be wrong here: the other nodes can answer.)
+- Answer from exactly the objects of the packs listed (plus, for `MemoryGitView`, the
+  objects a test seeded into the repository), never from whatever else the node holds.
+- `complete` names commits the caller knows to be complete in those packs (the ref tips
+  of the state: refs are only ever set to complete commits); a walk may stop there. The
+  answer must be the same with or without it.
+- When the view cannot answer (a listed pack it does not hold, an I/O error), raise
+  `GitViewError`, never answer False: `execute_block` lets it propagate, so the node
+  records no outcome for the block and waits for the pack (or stops loudly) instead of
+  forking silently. (Any other exception from a handler becomes a 500 receipt, which
+  would be wrong here: the other nodes can answer.)
 
 Shas are 40 lowercase hex characters. `MemoryGitView` is an in-memory stand-in for tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 
@@ -36,18 +36,22 @@ class GitViewError(Exception):
 
 
 class GitView(Protocol):
-    def has_commit(self, repo_id: str, pack_digest: str, sha: str) -> bool:
-        """Whether `sha` is a commit whose history is present (the repo's objects + the pack)."""
+    def has_commit(
+        self, repo_id: str, packs: Sequence[str], sha: str, complete: Collection[str] = ()
+    ) -> bool:
+        """Whether `sha` is a commit whose whole history (commits, trees, blobs) is in `packs`."""
         ...
 
-    def has_object(self, repo_id: str, pack_digest: str, sha: str) -> bool:
+    def has_object(
+        self, repo_id: str, packs: Sequence[str], sha: str, complete: Collection[str] = ()
+    ) -> bool:
         """Whether `sha` is any object (commit, annotated tag, ...) present, with what it points to.
 
         Used for refs/tags/*, which may point at annotated tag objects.
         """
         ...
 
-    def is_ancestor(self, repo_id: str, pack_digest: str, ancestor: str, descendant: str) -> bool:
+    def is_ancestor(self, repo_id: str, packs: Sequence[str], ancestor: str, descendant: str) -> bool:
         """Whether commit `ancestor` is `descendant` or reachable from it through parents."""
         ...
 
@@ -55,9 +59,9 @@ class GitView(Protocol):
 class MemoryGitView:
     """A GitView over dicts: per-repository and per-pack commits (sha -> parents) and other objects.
 
-    Objects of a pack are only visible through that pack's digest until `absorb` moves
-    them into the repository (what a node does once the push that named the pack applied).
-    Naming a pack it never heard of raises GitViewError, as the contract asks.
+    Objects seeded into a repository (no `pack`) are always visible there; a pack's are
+    visible only when the pack is listed. Listing a pack it never heard of raises
+    GitViewError, as the contract asks.
     """
 
     def __init__(self) -> None:
@@ -80,33 +84,28 @@ class MemoryGitView:
         )
         target.add(sha)
 
-    def absorb(self, repo_id: str, pack: str) -> None:
-        """Make a pack's objects part of the repository."""
-        self.repos.setdefault(repo_id, {}).update(self.packs.get(pack, {}))
-        self.repo_objects.setdefault(repo_id, set()).update(self.pack_objects.get(pack, set()))
-
     def add_pack(self, pack: str) -> None:
         """Make a pack known even if it holds no objects (e.g. a push that only moves refs)."""
         self.packs.setdefault(pack, {})
 
-    def _check_pack(self, pack_digest: str) -> None:
-        if pack_digest and pack_digest not in self.packs and pack_digest not in self.pack_objects:
-            raise GitViewError(f"pack {pack_digest} is not held by this node")
+    def _check_packs(self, packs: Sequence[str]) -> None:
+        for pack in packs:
+            if pack not in self.packs and pack not in self.pack_objects:
+                raise GitViewError(f"pack {pack} is not held by this node")
 
-    def _commits(self, repo_id: str, pack_digest: str) -> tuple[Mapping[str, tuple[str, ...]], ...]:
-        self._check_pack(pack_digest)
-        sources: list[Mapping[str, tuple[str, ...]]] = [self.repos.get(repo_id, {})]
-        if pack_digest:
-            sources.append(self.packs.get(pack_digest, {}))
-        return tuple(sources)
+    def _commits(self, repo_id: str, packs: Sequence[str]) -> tuple[Mapping[str, tuple[str, ...]], ...]:
+        self._check_packs(packs)
+        return (self.repos.get(repo_id, {}), *(self.packs.get(p, {}) for p in packs))
 
-    def _parents(self, repo_id: str, pack_digest: str, sha: str) -> tuple[str, ...] | None:
-        for source in self._commits(repo_id, pack_digest):
+    def _parents(self, repo_id: str, packs: Sequence[str], sha: str) -> tuple[str, ...] | None:
+        for source in self._commits(repo_id, packs):
             if sha in source:
                 return source[sha]
         return None
 
-    def has_commit(self, repo_id: str, pack_digest: str, sha: str) -> bool:
+    def has_commit(
+        self, repo_id: str, packs: Sequence[str], sha: str, complete: Collection[str] = ()
+    ) -> bool:
         # The whole history must be present, as git's connectivity check requires.
         seen: set[str] = set()
         todo = [sha]
@@ -115,21 +114,23 @@ class MemoryGitView:
             if current in seen:
                 continue
             seen.add(current)
-            parents = self._parents(repo_id, pack_digest, current)
+            parents = self._parents(repo_id, packs, current)
             if parents is None:
                 return False
             todo.extend(parents)
         return True
 
-    def has_object(self, repo_id: str, pack_digest: str, sha: str) -> bool:
-        self._check_pack(pack_digest)
+    def has_object(
+        self, repo_id: str, packs: Sequence[str], sha: str, complete: Collection[str] = ()
+    ) -> bool:
+        self._check_packs(packs)
         if sha in self.repo_objects.get(repo_id, set()):
             return True
-        if pack_digest and sha in self.pack_objects.get(pack_digest, set()):
+        if any(sha in self.pack_objects.get(p, set()) for p in packs):
             return True
-        return self.has_commit(repo_id, pack_digest, sha)
+        return self.has_commit(repo_id, packs, sha)
 
-    def is_ancestor(self, repo_id: str, pack_digest: str, ancestor: str, descendant: str) -> bool:
+    def is_ancestor(self, repo_id: str, packs: Sequence[str], ancestor: str, descendant: str) -> bool:
         seen: set[str] = set()
         todo = [descendant]
         while todo:
@@ -139,5 +140,5 @@ class MemoryGitView:
             if current in seen:
                 continue
             seen.add(current)
-            todo.extend(self._parents(repo_id, pack_digest, current) or ())
+            todo.extend(self._parents(repo_id, packs, current) or ())
         return False

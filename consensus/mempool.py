@@ -74,11 +74,17 @@ class Mempool:
         return AddResult.ADDED, tid
 
     def take_batch(
-        self, *, max_txs: int, max_bytes: int, exclude: Set[bytes] = frozenset()
+        self,
+        *,
+        max_txs: int,
+        max_bytes: int,
+        exclude: Set[bytes] = frozenset(),
+        ready: Callable[[bytes], bool] | None = None,
     ) -> tuple[bytes, ...]:
         """Up to `max_txs` transactions totalling at most `max_bytes`, oldest first; nothing is removed.
 
-        Ids in `exclude` are skipped. The batch stops at the first transaction that does
+        Ids in `exclude` are skipped, and so are transactions `ready` says are not ready yet
+        (e.g. a push whose pack has not arrived). The batch stops at the first transaction that does
         not fit in the remaining bytes, so a large transaction is not starved by smaller
         ones behind it; a transaction larger than `max_bytes` on its own is skipped.
         """
@@ -88,6 +94,8 @@ class Mempool:
             return ()
         for tid, tx in self._txs.items():
             if tid in exclude or len(tx) > max_bytes:
+                continue
+            if ready is not None and not ready(tx):
                 continue
             if len(tx) > room:
                 break
@@ -135,14 +143,21 @@ class MempoolApp:
         mempool: Mempool | None = None,
         limits: Limits = Limits(),
         app_hash: Callable[[Block], bytes | None] = chain_app_hash,
+        available: Callable[[Block], bool] | None = None,
+        tx_ready: Callable[[bytes], bool] | None = None,
     ) -> None:
         """`app_hash(parent)` is the app hash a child of `parent` must carry (None: not known yet).
 
         The default commits to the log itself; the node passes the ledger's state hash.
+        `available(block)` is the data-availability check (False: wait, the host calls
+        `on_app_ready` once the data is here); `tx_ready(tx)` keeps a leader from proposing
+        a transaction whose data it does not hold yet.
         """
         self.mempool = mempool if mempool is not None else Mempool(max_tx_bytes=limits.max_tx_bytes)
         self.limits = limits
         self.app_hash = app_hash
+        self.available = available
+        self.tx_ready = tx_ready
 
     def build_payload(
         self, parent: Block, pending: tuple[Block, ...], now_ms: int
@@ -154,7 +169,10 @@ class MempoolApp:
         for b in pending:
             exclude.update(tx_id(tx) for tx in b.txs)
         txs = self.mempool.take_batch(
-            max_txs=self.limits.max_block_txs, max_bytes=self.limits.max_block_bytes, exclude=exclude
+            max_txs=self.limits.max_block_txs,
+            max_bytes=self.limits.max_block_bytes,
+            exclude=exclude,
+            ready=self.tx_ready,
         )
         # take_batch already skips transactions over max_bytes; also honour max_tx_bytes,
         # which may be smaller than the mempool's own bound.
@@ -182,6 +200,8 @@ class MempoolApp:
             seen.add(tid)
         if total > limits.max_block_bytes:
             return Verdict.REJECT
+        if self.available is not None and not self.available(block):
+            return Verdict.WAIT
         return Verdict.ACCEPT
 
     def on_finalized(self, block: Block) -> None:

@@ -202,7 +202,7 @@ def _repo_deleted(s: LedgerState, e: ev.RepoDeleted) -> None:
     for team_id in sorted(repo_teams, key=str):
         s.group_mut(t.G_TEAM_REPOS, team_id).pop(repo.repo_id, None)
     repo_teams.clear()
-    for table in (t.G_REFS, t.G_BRANCH_PROTECTION):
+    for table in (t.G_REFS, t.G_BRANCH_PROTECTION, t.G_REPO_PACKS):
         if s.group(table, repo.repo_id):
             s.group_mut(table, repo.repo_id).clear()
 
@@ -221,6 +221,9 @@ def _collaborator_removed(s: LedgerState, e: ev.CollaboratorRemoved) -> None:
 def _refs_updated(s: LedgerState, e: ev.RefsUpdated) -> None:
     if s.repo(e.repo_id) is None:
         return  # never in a valid log (the handler checks); ignored like RepoUpdated
+    if e.pack_digest:
+        packs = s.group_mut(t.G_REPO_PACKS, e.repo_id)
+        packs.setdefault(e.pack_digest, len(packs))
     refs = s.group_mut(t.G_REFS, e.repo_id)
     for update in e.updates:
         if update["new"] == ev.ZERO_SHA:

@@ -44,6 +44,7 @@ G_OWNER_REPOS = "owner_repos"  # owner id -> {repo id: True}
 G_COLLABORATORS = "collaborators"  # repo id -> {user id: permission}
 G_REFS = "refs"  # repo id -> {full ref name: 40-hex sha}
 G_BRANCH_PROTECTION = "branch_protection"  # repo id -> {branch: BranchProtection}
+G_REPO_PACKS = "repo_packs"  # repo id -> {pack sha256: order of acceptance}
 
 
 def _pairs(group: object) -> tuple[tuple[str, str], ...]:
@@ -223,6 +224,15 @@ class LedgerState(Overlay):
         """The 40-hex sha a full ref name (e.g. refs/heads/main) points to, or None."""
         value = self.group(G_REFS, repo_id).get(name)
         return value if isinstance(value, str) else None
+
+    def repo_packs(self, repo_id: str) -> tuple[str, ...]:
+        """The packs of every accepted push to the repository, oldest first.
+
+        Together they hold every object of the repository, so they are what a handler may
+        look at (see `commands.git_view`): the same list on every node at every height.
+        """
+        group = self.group(G_REPO_PACKS, repo_id)
+        return tuple(str(d) for d, _ in sorted(group.items(), key=lambda item: int(item[1])))
 
     def branch_protection(self, repo_id: str, branch: str) -> BranchProtection | None:
         """The protection of a branch (name without refs/heads/, case-sensitive), or None."""

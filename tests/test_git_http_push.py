@@ -30,6 +30,7 @@ from dulwich.protocol import pkt_line
 from fastapi import FastAPI
 
 from adapters.git import GitStore, ReceivedPack, RefUpdate
+from adapters.git.pack_view import PackView
 from api import git_http
 from api.auth import Caller
 from commands.git_view import GitView
@@ -452,6 +453,6 @@ def test_slow_ledger_keepalive_and_failing_hook(
     assert "[remote rejected] main -> other (internal error while processing the push)" in out.stderr
 
 
-def test_the_store_is_a_git_view(tmp_path: Path) -> None:
-    view: GitView = GitStore(tmp_path / "git")  # checked by mypy against the ledger's protocol
-    assert not view.has_commit("r", "", "0" * 40)
+def test_the_pack_view_is_a_git_view(tmp_path: Path) -> None:
+    view: GitView = PackView(GitStore(tmp_path / "git"))  # checked by mypy against the protocol
+    assert not view.has_commit("r", (), "0" * 40)

@@ -123,7 +123,9 @@ def test_tags_may_point_at_annotated_tag_objects_and_move_only_with_force(chain:
     assert chain.push("alice", up("refs/tags/v1", sha("annotated"), A, force=True)).ok
     assert chain.push("bob", up("refs/tags/v1", A, Z)).ok
     assert chain.refs() == {}
-    _rejected(chain.push("alice", up("refs/tags/v2", Z, sha("annotated"))), 422, "missing objects")
+    # The tag object came in p1, accepted above: it stays part of the repository.
+    assert chain.push("alice", up("refs/tags/v2", Z, sha("annotated"))).ok
+    _rejected(chain.push("alice", up("refs/tags/v3", Z, sha("never-pushed"))), 422, "missing objects")
 
 
 def test_forced_non_fast_forward_is_accepted_without_protection(chain: GitChain) -> None:
@@ -192,14 +194,28 @@ def test_all_or_nothing_with_per_ref_reasons(chain: GitChain) -> None:
     assert Receipt.from_json(r.to_json()) == r
 
 
-def test_pushes_in_a_block_do_not_see_each_others_pack_until_absorbed(chain: GitChain) -> None:
+def test_a_push_sees_the_packs_of_accepted_pushes_only(chain: GitChain) -> None:
     assert chain.git is not None
     rid = chain.repo_id()
     chain.git.add_commit(rid, sha("e"), [C], pack=pack("p4"))
-    assert chain.push("alice", up("main", Z, C), pack_digest=pack("p1")).ok
-    _rejected(chain.push("alice", up("main", C, sha("e")), pack_digest=pack("p4")), 422, "missing objects")
-    chain.git.absorb(rid, pack("p1"))  # what the node does once the push that named p1 applied
-    assert chain.push("alice", up("main", C, sha("e")), pack_digest=pack("p4")).ok
+    chain.git.add_commit(rid, sha("f"), [sha("e")], pack=pack("p5"))
+    # p4 needs C, which only p1 holds, and no accepted push named p1 yet.
+    _rejected(chain.push("alice", up("main", Z, sha("e")), pack_digest=pack("p4")), 422, "missing objects")
+    _rejected(chain.push("alice", up("main", A, C), pack_digest=pack("p1")), 409)  # stale old value
+    assert chain.state.repo_packs(rid) == ()  # a refused push adds no pack
+    # In one block: the push naming p1 is accepted, so the next one (naming p4) sees C.
+    txs = [
+        chain.node_tx(
+            "alice", "git.push_refs", {"owner": "alice", "repo": "r", "pack_digest": p, "updates": [u]}
+        )
+        for p, u in ((pack("p1"), up("main", Z, C)), (pack("p4"), up("main", C, sha("e"))))
+    ]
+    result = chain.block(*txs)
+    assert [r.ok for r in result.receipts] == [True, True]
+    assert chain.state.repo_packs(rid) == (pack("p1"), pack("p4"))
+    # Later blocks see every accepted pack, in the order the pushes were accepted.
+    assert chain.push("alice", up("main", sha("e"), sha("f")), pack_digest=pack("p5")).ok
+    assert chain.state.repo_packs(rid) == (pack("p1"), pack("p4"), pack("p5"))
 
 
 # -- permissions ------------------------------------------------------------------------------
@@ -397,9 +413,8 @@ def test_restrict_pushers(chain: GitChain) -> None:
     assert chain.push("carol", up("main", A, B)).ok
     assert chain.push("alice", up("main", B, C), pack_digest=pack("p1")).ok  # repo admins may push
     assert chain.git is not None
-    chain.git.absorb(chain.repo_id(), pack("p1"))
-    chain.git.add_commit(chain.repo_id(), sha("e"), [C])
-    assert chain.push(ADMIN, up("main", C, sha("e"))).ok  # site admins are repo admins
+    chain.git.add_commit(chain.repo_id(), sha("e"), [C], pack=pack("p6"))
+    assert chain.push(ADMIN, up("main", C, sha("e")), pack_digest=pack("p6")).ok  # site admins are admins
     assert chain.push("bob", up("other", Z, A)).ok  # other branches are not protected
     protect(chain, branch="new", restrict_pushers=["carol"])
     _rejected(chain.push("bob", up("new", Z, A)), 403, "not allowed to push")  # creating is pushing

@@ -12,13 +12,11 @@ Layout under `root` (the node's `<data-dir>/git`):
   The `.idx` is renamed into place last: a pack without its index does not exist yet.
 - `tmp/`: work files (same file system, so every publish is an atomic rename).
 
-`has_commit`, `has_object` and `is_ancestor` implement the ledger's `GitView` protocol:
-they look in the repository's objects and, when a digest is given, in that quarantined
-pack, and are deterministic functions of those objects. Caveat: "the repository's
-objects" are the current ones (every pack imported so far), which is the state the
-`GitView` contract asks for only when executing the block after the last imported
-push; re-executing older blocks (replay from genesis) or speculating past a pending
-push needs a view bound to the list of packs accepted up to that height.
+`has_commit`, `has_object` and `is_ancestor` answer about the repository's objects as
+they are on disk now plus, when a digest is given, that quarantined pack: the early
+checks of a push before it is submitted. The ledger's handlers use
+`adapters.git.pack_view.PackView` instead, which answers from an explicit list of packs
+(what determinism needs); both walk objects with `ObjectWalk`.
 """
 
 from __future__ import annotations
@@ -31,8 +29,9 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from dulwich.object_format import SHA1
 from dulwich.objects import S_ISGITLINK, Commit, ObjectID, ShaFile, Tag, Tree
@@ -42,7 +41,7 @@ from dulwich.repo import Repo
 
 from adapters.git.protocol import RefUpdate, valid_ref_name, valid_sha
 
-__all__ = ["GitStore", "RefUpdate"]
+__all__ = ["GitStore", "ObjectSource", "ObjectWalk", "RefUpdate"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -178,32 +177,13 @@ class GitStore:
     def is_ancestor(self, repo_id: str, pack_digest: str, ancestor: str, descendant: str) -> bool:
         """Whether commit `ancestor` is `descendant` or reachable from it through parents.
 
-        An exact walk of the parents (newest commit time first, so the usual fast-forward
-        answer comes quickly); a commit missing from both places ends its path.
+        See `ObjectWalk.is_ancestor`.
         """
         with self._objects(repo_id, pack_digest) as objects:
-            top = objects.commit(descendant)
-            if top is None or objects.commit(ancestor) is None:
-                return False
-            if ancestor == descendant:
-                return True
-            seen = {descendant}
-            heap: list[tuple[int, str, tuple[str, ...]]] = [(-top.commit_time, descendant, _parents(top))]
-            while heap:
-                _, _, parents = heapq.heappop(heap)
-                for parent in parents:
-                    if parent == ancestor:
-                        return True
-                    if parent in seen:
-                        continue
-                    seen.add(parent)
-                    commit = objects.commit(parent)
-                    if commit is not None:
-                        heapq.heappush(heap, (-commit.commit_time, parent, _parents(commit)))
-            return False
+            return objects.is_ancestor(ancestor, descendant)
 
     @contextlib.contextmanager
-    def _objects(self, repo_id: str, pack_digest: str) -> Iterator[_Objects]:
+    def _objects(self, repo_id: str, pack_digest: str) -> Iterator[ObjectWalk]:
         pack: Pack | None = None
         if pack_digest and self.has_pack(pack_digest):
             pack = Pack(str(self.pack_base(pack_digest)), object_format=SHA1)
@@ -215,7 +195,10 @@ class GitStore:
                 key = (repo_id, pack_digest if pack is not None else "")
                 with self._lock:
                     stop = tips | self._complete.get((repo_id, ""), set()) | self._complete.get(key, set())
-                objects = _Objects(repo, pack, stop=stop)
+                sources: list[ObjectSource] = (
+                    [repo.object_store] if pack is None else [pack, repo.object_store]
+                )
+                objects = ObjectWalk(sources, stop=stop)
                 yield objects
                 if objects.complete_commits:
                     with self._lock:
@@ -293,16 +276,23 @@ def _parents(commit: Commit) -> tuple[str, ...]:
     return tuple(p.decode() for p in commit.parents)
 
 
-class _Objects:
-    """Object lookup in a repository plus, optionally, one quarantined pack.
+class ObjectSource(Protocol):
+    """Where objects are looked up: a dulwich `Pack` or object store."""
+
+    def __contains__(self, oid: ObjectID) -> bool: ...
+
+    def __getitem__(self, oid: ObjectID) -> ShaFile: ...
+
+
+class ObjectWalk:
+    """Object lookup in some sources (searched in order) and git's connectivity walks over them.
 
     `stop`: commits known to be complete (their whole history present), where walks end.
     A missing object is a False answer; any other failure (I/O) raises.
     """
 
-    def __init__(self, repo: Repo, pack: Pack | None, stop: set[str]) -> None:
-        self._store = repo.object_store
-        self._pack = pack
+    def __init__(self, sources: Sequence[ObjectSource], stop: Collection[str]) -> None:
+        self._sources = tuple(sources)
         self._stop = stop
         self.complete_commits: set[str] = set()
 
@@ -310,16 +300,40 @@ class _Objects:
         if not valid_sha(sha):
             return None
         oid = ObjectID(sha.encode())
-        if self._pack is not None and oid in self._pack:
-            return self._pack[oid]
-        try:
-            return self._store[oid]
-        except KeyError:
-            return None
+        for source in self._sources:
+            if oid in source:
+                return source[oid]
+        return None
 
     def contains(self, sha: str) -> bool:
         oid = ObjectID(sha.encode())
-        return (self._pack is not None and oid in self._pack) or oid in self._store
+        return any(oid in source for source in self._sources)
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether commit `ancestor` is `descendant` or reachable from it through parents.
+
+        An exact walk of the parents (newest commit time first, so the usual fast-forward
+        answer comes quickly); a missing commit ends its path.
+        """
+        top = self.commit(descendant)
+        if top is None or self.commit(ancestor) is None:
+            return False
+        if ancestor == descendant:
+            return True
+        seen = {descendant}
+        heap: list[tuple[int, str, tuple[str, ...]]] = [(-top.commit_time, descendant, _parents(top))]
+        while heap:
+            _, _, parents = heapq.heappop(heap)
+            for parent in parents:
+                if parent == ancestor:
+                    return True
+                if parent in seen:
+                    continue
+                seen.add(parent)
+                commit = self.commit(parent)
+                if commit is not None:
+                    heapq.heappush(heap, (-commit.commit_time, parent, _parents(commit)))
+        return False
 
     def commit(self, sha: str) -> Commit | None:
         obj = self.get(sha)

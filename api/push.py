@@ -1,0 +1,105 @@
+"""A `git push` as a ledger command: the push handler behind `git-receive-pack`.
+
+The smart HTTP route has already validated and quarantined the pack. Here the node
+offers the pack to the other validators (they fetch it by digest, and will not vote for
+a block naming it before they hold it), turns the ref updates into a `git.push_refs`
+transaction and waits for its receipt. The ledger decides at apply time on every node:
+compare-and-swap, fast-forward, branch protection, permission, all refs or none. The
+receipt's per-ref outcome becomes git's `ok <ref>` / `ng <ref> <reason>`.
+
+Every wire update carries `force: true`: as with `git receive-pack`'s defaults, a
+non-fast-forward update the client chose to send is allowed unless branch protection
+forbids it (the git client itself refuses non-fast-forward pushes without `--force`).
+Compare-and-swap still applies: a push based on a stale ref value always fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from adapters.git.packs import ReceivedPack
+from adapters.git.protocol import RefUpdate
+from adapters.ledger_host import PUSH_KIND
+from api.auth import Caller
+from api.errors import ApiError
+from api.gateway import CommandGateway
+from commands.git_view import GitViewError
+from commands.ledger import Receipt
+from domain.events import ZERO_SHA
+from domain.records import Repo
+
+log = logging.getLogger(__name__)
+
+#: Finality of a push waits at least this long; large packs get longer (peers must fetch them).
+PUSH_TIMEOUT_S = 60.0
+PUSH_TIMEOUT_BYTES_PER_S = 4 * 1024 * 1024
+
+
+class PushResult(list[tuple[str, str | None]]):
+    """Per-ref verdicts (None = ok, else the reason), and the log position of the outcome."""
+
+    position: int | None = None
+
+
+class PushService:
+    def __init__(self, gateway: CommandGateway, offer_pack: Callable[[str], None] | None = None) -> None:
+        self.gateway = gateway
+        self.offer_pack = offer_pack
+
+    async def __call__(
+        self, caller: Caller, repo: Repo, updates: Sequence[RefUpdate], pack: ReceivedPack | None
+    ) -> PushResult:
+        digest = pack.digest if pack is not None else ""
+        if digest and self.offer_pack is not None:
+            self.offer_pack(digest)  # validators start fetching while the transaction is ordered
+        payload: dict[str, Any] = {
+            "owner": repo.owner_login,
+            "repo": repo.name,
+            "pack_digest": digest,
+            "updates": [
+                {"ref": u.ref, "old": u.old or ZERO_SHA, "new": u.new or ZERO_SHA, "force": True}
+                for u in updates
+            ],
+        }
+        gateway = self.gateway
+        raw = gateway.build(caller, PUSH_KIND, payload)
+        try:
+            early = gateway.precheck(raw)
+        except GitViewError as exc:
+            log.error("push precheck could not read the repository's packs: %s", exc)
+            return _all(updates, "this node is missing objects of the repository; try another node")
+        if not early.ok:
+            return _verdicts(updates, early, final=False)
+        timeout = PUSH_TIMEOUT_S + (pack.size if pack is not None else 0) / PUSH_TIMEOUT_BYTES_PER_S
+        try:
+            receipt = await gateway.outcome(raw, timeout)
+        except ApiError as exc:
+            return _all(updates, exc.message)
+        return _verdicts(updates, receipt, final=True)
+
+
+def _all(updates: Sequence[RefUpdate], reason: str) -> PushResult:
+    return PushResult((u.ref, reason) for u in updates)
+
+
+def _verdicts(updates: Sequence[RefUpdate], receipt: Receipt, *, final: bool) -> PushResult:
+    """The receipt's per-ref outcome; a refusal without one (e.g. permission) applies to every ref."""
+    refs = receipt.result.get("refs")
+    result = PushResult()
+    if isinstance(refs, list) and refs:
+        by_ref = {str(r.get("ref")): r for r in refs if isinstance(r, dict)}
+        for u in updates:
+            r = by_ref.get(u.ref)
+            if r is None:
+                result.append((u.ref, receipt.message if not receipt.ok else "no result for this ref"))
+            else:
+                result.append((u.ref, None if r.get("ok") else str(r.get("reason") or receipt.message)))
+    elif receipt.ok:
+        result.extend((u.ref, None) for u in updates)
+    else:
+        result.extend((u.ref, receipt.message) for u in updates)
+    if final:
+        result.position = receipt.height
+    return result
