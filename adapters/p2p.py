@@ -89,6 +89,7 @@ class _Link:
         self.writer = writer
         self.transport = transport
         self.queue: collections.deque[bytes] = collections.deque()
+        self.queued_bytes = 0
         self.wakeup = asyncio.Event()
         self.closed = False
         self.writer_task: asyncio.Task[None] | None = None
@@ -99,6 +100,7 @@ class _Link:
             return
         self.closed = True
         self.queue.clear()
+        self.queued_bytes = 0
         self.wakeup.set()
         self.writer.transport.abort()
 
@@ -238,6 +240,7 @@ class P2PNetwork:
             self.dropped["queue_full"] += 1
             return False
         link.queue.append(frame)
+        link.queued_bytes += len(frame)
         link.wakeup.set()
         return True
 
@@ -249,6 +252,12 @@ class P2PNetwork:
 
     def connected(self) -> set[int]:
         return {peer for peer, link in self._links.items() if not link.closed}
+
+    def queued_bytes(self, peer: int) -> int:
+        """Bytes waiting in `peer`'s send queue (0 if not connected), so bulk senders can pace
+        themselves instead of filling the queue (blob transfer)."""
+        link = self._links.get(peer)
+        return 0 if link is None or link.closed else link.queued_bytes
 
     # ------------------------------------------------------------------ connection setup
 
@@ -415,6 +424,7 @@ class P2PNetwork:
                 size = 0
                 while queue and size < _WRITE_BATCH_BYTES:
                     frame = queue.popleft()
+                    link.queued_bytes -= len(frame)
                     batch.append(frame)
                     size += len(frame)
                 parts = link.transport.seal(batch)

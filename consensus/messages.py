@@ -2,6 +2,9 @@
 
 One tag byte followed by the message fields. `decode_message` raises DecodeError
 for anything malformed; callers count and drop it.
+
+The Blob* messages move content-addressed blobs (git packs) between validators; the
+host routes them to `adapters.blob_sync.BlobSync`, never to the replica.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from consensus.types import (
 MAX_BLOCKS_PER_MESSAGE = 256
 MAX_HASHES_PER_REQUEST = 256
 MAX_CERT_VIEWS_PER_REQUEST = 64
+BLOB_DIGEST_LEN = 32
+# Largest blob range one request may ask for (and one chunk may carry): big enough to keep a link
+# busy, small enough that a few outstanding chunks per download stay a bounded amount of memory.
+MAX_BLOB_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,36 @@ class Status:
     finalized_height: int
 
 
+@dataclass(frozen=True, slots=True)
+class BlobOffer:
+    """Tells peers "I hold the blob with this SHA-256 (`size` bytes, at least 1); you will need it"."""
+
+    digest: bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRequest:
+    """Ask one peer for `length` bytes (1..MAX_BLOB_CHUNK_BYTES) of a blob, from `offset`."""
+
+    digest: bytes
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobChunk:
+    """The answer to a BlobRequest: `data` at `offset` of a blob of `total` bytes.
+
+    `total == 0` with empty `data` means "I don't have it". Otherwise the range lies within `total`.
+    """
+
+    digest: bytes
+    offset: int
+    total: int
+    data: bytes
+
+
 Message = (
     Proposal
     | VoteMsg
@@ -98,6 +135,9 @@ Message = (
     | SyncResponse
     | Status
     | CertificateRequest
+    | BlobOffer
+    | BlobRequest
+    | BlobChunk
 )
 
 _TAGS: dict[type, int] = {
@@ -111,6 +151,9 @@ _TAGS: dict[type, int] = {
     SyncResponse: 8,
     Status: 9,
     CertificateRequest: 10,
+    BlobOffer: 11,
+    BlobRequest: 12,
+    BlobChunk: 13,
 }
 
 
@@ -153,6 +196,12 @@ def encode_message(msg: Message) -> bytes:
             w.u32(len(views))
             for v in views:
                 w.u64(v)
+        case BlobOffer(digest, size):
+            w.fixed(digest).u64(size)
+        case BlobRequest(digest, offset, length):
+            w.fixed(digest).u64(offset).u32(length)
+        case BlobChunk(digest, offset, total, data):
+            w.fixed(digest).u64(offset).u64(total).var(data)
     return w.getvalue()
 
 
@@ -189,6 +238,24 @@ def decode_message(data: bytes) -> Message:
     elif tag == 10:
         n = r.count(MAX_CERT_VIEWS_PER_REQUEST)
         msg = CertificateRequest(tuple(r.u64() for _ in range(n)))
+    elif tag == 11:
+        digest, size = r.fixed(BLOB_DIGEST_LEN), r.u64()
+        if size == 0:
+            raise DecodeError("empty blob offered")
+        msg = BlobOffer(digest, size)
+    elif tag == 12:
+        digest, offset, length = r.fixed(BLOB_DIGEST_LEN), r.u64(), r.u32()
+        if not 0 < length <= MAX_BLOB_CHUNK_BYTES:
+            raise DecodeError(f"blob request length {length} not in 1..{MAX_BLOB_CHUNK_BYTES}")
+        msg = BlobRequest(digest, offset, length)
+    elif tag == 13:
+        digest, offset, total = r.fixed(BLOB_DIGEST_LEN), r.u64(), r.u64()
+        data = r.var(MAX_BLOB_CHUNK_BYTES)
+        if total == 0 and data:
+            raise DecodeError("data in a blob chunk that says it has none")
+        if total and offset + len(data) > total:
+            raise DecodeError("blob chunk extends beyond the blob")
+        msg = BlobChunk(digest, offset, total, data)
     else:
         raise DecodeError(f"unknown message tag {tag}")
     r.done()

@@ -29,6 +29,9 @@ from consensus.messages import (
     MAX_BLOCKS_PER_MESSAGE,
     MAX_CERT_VIEWS_PER_REQUEST,
     MAX_HASHES_PER_REQUEST,
+    BlobChunk,
+    BlobOffer,
+    BlobRequest,
     BlockRequest,
     BlockResponse,
     CertificateMsg,
@@ -196,7 +199,7 @@ class Replica:
                 self._on_status(sender, msg)
             case CertificateRequest(views):
                 self._on_certificate_request(sender, views)
-            case TxGossip():
+            case TxGossip() | BlobOffer() | BlobRequest() | BlobChunk():
                 self.dropped["unexpected_message"] += 1
         return self._end()
 
