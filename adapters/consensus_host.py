@@ -22,7 +22,15 @@ from consensus.crypto import Signer
 from consensus.genesis import Genesis
 from consensus.interface import Finalized, Output, ReplicaConfig, Timer, Verdict
 from consensus.mempool import AddResult, Mempool, MempoolApp, chain_app_hash
-from consensus.messages import Message, TxGossip, decode_message, encode_message
+from consensus.messages import (
+    BlobChunk,
+    BlobOffer,
+    BlobRequest,
+    Message,
+    TxGossip,
+    decode_message,
+    encode_message,
+)
 from consensus.replica import Replica
 from consensus.store import BlockStore
 from consensus.types import Block, Limits, genesis_block, tx_id
@@ -148,6 +156,8 @@ class ConsensusHost:
             max_frame_bytes=config.max_frame_bytes,
         )
         self.dropped: Counter[str] = Counter()
+        #: Receives blob (pack) messages: the node's `BlobSync.on_message`.
+        self.blob_handler: Callable[[int, BlobOffer | BlobRequest | BlobChunk], None] | None = None
         self.finality_observer: Callable[[float], None] | None = None
         self.block_observer: Callable[[float], None] | None = None
         self._external_on_finalized = on_finalized
@@ -200,6 +210,12 @@ class ConsensusHost:
             return
         if isinstance(msg, TxGossip):
             self._on_gossip(msg)
+            return
+        if isinstance(msg, BlobOffer | BlobRequest | BlobChunk):
+            if self.blob_handler is None:
+                self.dropped["unexpected_blob_message"] += 1
+            else:
+                self.blob_handler(peer, msg)
             return
         self._process(self.replica.on_message(peer, msg, now_ms()))
 
@@ -259,6 +275,10 @@ class ConsensusHost:
             now = self._loop.time()
             self._timers = {h for h in self._timers if h.when() > now and not h.cancelled()}
         self._on_timer(timer)
+
+    def send_to(self, peer: int, msg: Message) -> bool:
+        """Queue one message for one peer (False: not connected or queue full)."""
+        return self.p2p.send(peer, encode_message(msg))
 
     def _send(self, dest: int | None, msg: Message) -> None:
         frame = encode_message(msg)

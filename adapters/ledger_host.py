@@ -384,6 +384,7 @@ class LedgerHost:
             "height": self.tip.height,
             "app_hash": self.state.app_hash.hex(),
             "speculative_blocks": len(self._spec),
+            "blocks_waiting_for_packs": len(self._queue),
             **self.stats,
         }
 

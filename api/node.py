@@ -13,7 +13,9 @@ from pathlib import Path
 
 import uvicorn
 
+from adapters.blob_sync import BlobSync
 from adapters.consensus_host import ConsensusHost, HostConfig, NodeHalt
+from adapters.git.pack_blobs import PackBlobs
 from adapters.git.store import GitStore
 from adapters.keys import KeyFileError, load_key, public_key
 from adapters.ledger_host import LedgerHost
@@ -92,13 +94,14 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         tx_ready=ledger.tx_available,
     )
     ledger.set_block_lookup(host.replica.blocks.get)
+    blobs = _pack_sync(opts, git_store, host, ledger)
     try:
         ledger.recover(host.store, lambda h, top: log.info("replaying the ledger: %d/%d blocks", h, top))
     except NodeHalt as exc:
         ledger.close()
         raise NodeStartError(f"ledger recovery failed: {exc}") from None
     metrics = NodeMetrics(host)
-    app = create_app(host, metrics, ledger, seed, git_store=git_store)
+    app = create_app(host, metrics, ledger, seed, git_store=git_store, offer_pack=blobs.offer)
     config = uvicorn.Config(
         app,
         host=opts.http_host,
@@ -142,11 +145,37 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         stop_task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(http_task, 5)
+        await blobs.stop()
         await host.stop()
         ledger.close()
         log.info("node stopped at finalized height %d", host.replica.finalized_height)
     if halted:
         raise NodeStartError(f"node halted: {halted[0]}")
+
+
+def _pack_sync(opts: NodeOptions, git: GitStore, host: ConsensusHost, ledger: LedgerHost) -> BlobSync:
+    """Packs between validators: fetched when a block needs them, offered after a local push."""
+
+    def ready(digest: str) -> None:
+        try:
+            ledger.pack_ready(digest)  # finalized blocks that waited for it are applied now
+        except NodeHalt as halt:
+            host.halt(halt)
+            return
+        host.app_ready()  # and proposals waiting for it can be voted on
+
+    blobs = BlobSync(
+        source=PackBlobs(git),
+        send=host.send_to,
+        peers=lambda: sorted(host.p2p.connected()),
+        tmp_dir=opts.data_dir / "blobs.tmp",
+        max_blob_bytes=git.max_pack_bytes,
+        on_ready=ready,
+        queued_bytes=host.p2p.queued_bytes,
+    )
+    host.blob_handler = blobs.on_message
+    ledger.want_pack = blobs.want
+    return blobs
 
 
 def run_node(opts: NodeOptions) -> int:

@@ -277,3 +277,56 @@ def test_a_commit_without_its_history_or_tree_is_not_complete(store: GitStore, w
     digest2 = receive_pack(store, "r2", bare_commit).digest
     assert store.object_type("r2", digest2, parent) == "commit"
     assert not store.has_commit("r2", digest2, parent)
+
+
+# -- the ledger's view: an explicit list of packs ---------------------------------------------
+
+
+def test_pack_view_answers_from_the_listed_packs_only(store: GitStore, work: Path) -> None:
+    """Whatever the bare repository holds, the answer depends on the list alone (determinism)."""
+    from adapters.git.pack_view import PackView
+    from commands.git_view import GitViewError
+
+    first = rev(work, "HEAD")
+    p1 = receive_pack(store, "r", pack_of(work, first)).digest
+    store.import_pack("r", p1)  # the repository on disk now holds it too
+    second = commit(work, "src/b.py", "print('b')\n")
+    p2 = receive_pack(store, "r", pack_of(work, second, f"^{first}", thin=True)).digest
+    store.import_pack("r", p2)
+    view = PackView(store)
+    try:
+        assert view.has_commit("r", [p1], first)
+        assert not view.has_commit("r", [], first)  # on disk, but in no listed pack
+        assert not view.has_commit("r", [p2], second)  # p2's history is in p1
+        assert view.has_commit("r", [p1, p2], second)
+        assert view.has_commit("r", [p1, p2], second, complete={first})  # the walk stops at a tip
+        assert view.is_ancestor("r", [p1, p2], first, second)
+        assert not view.is_ancestor("r", [p1, p2], second, first)
+        assert not view.is_ancestor("r", [p1], first, second)  # second is not in p1
+        assert view.has_object("r", [p1], first)
+        missing = "ab" * 32
+        assert view.missing([p1, missing]) == [missing]
+        with pytest.raises(GitViewError, match="not held"):
+            view.has_commit("r", [p1, missing], first)
+    finally:
+        view.close()
+
+
+def test_pack_view_keeps_a_bounded_number_of_packs_open(store: GitStore, work: Path) -> None:
+    from adapters.git.pack_view import PackView
+
+    digests = []
+    previous = rev(work, "HEAD")
+    digests.append(receive_pack(store, "r", pack_of(work, previous)).digest)
+    for i in range(5):
+        head = commit(work, f"f{i}.txt", f"{i}\n")
+        digests.append(receive_pack(store, "r", pack_of(work, head, f"^{previous}")).digest)
+        store.import_pack("r", digests[-1])
+        previous = head
+    view = PackView(store, max_open=2)
+    try:
+        assert view.has_commit("r", digests, previous)  # needs all six open during the walk
+        assert len(view._open) == 2
+        assert view.has_commit("r", digests, previous)
+    finally:
+        view.close()

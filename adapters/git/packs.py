@@ -45,7 +45,14 @@ from dulwich.pack import (
 from adapters.git.store import GitStore
 from consensus.files import fsync_dir
 
-__all__ = ["PackRejected", "PackTooLarge", "ReceivedPack", "accept_peer_pack", "receive_pack"]
+__all__ = [
+    "PackRejected",
+    "PackTooLarge",
+    "ReceivedPack",
+    "accept_peer_pack",
+    "accept_peer_pack_file",
+    "receive_pack",
+]
 
 _COPY_CHUNK = 1024 * 1024
 
@@ -104,6 +111,26 @@ def accept_peer_pack(
     received = _ingest(store, pack, limit, None, fsck)
     if received.digest != digest:  # cannot happen: a self-contained pack is kept byte for byte
         raise PackRejected(f"the stored pack's SHA-256 is {received.digest}, not {digest}")
+    return received
+
+
+def accept_peer_pack_file(
+    store: GitStore, digest: str, path: Path, *, max_bytes: int | None = None, fsck: bool = True
+) -> ReceivedPack:
+    """`accept_peer_pack` for a pack downloaded to a file (streamed, never all in memory)."""
+    limit = store.max_pack_bytes if max_bytes is None else max_bytes
+    store.pack_base(digest)  # validates the digest's form
+    if path.stat().st_size > limit:
+        raise PackTooLarge(limit)
+    if store.has_pack(digest):
+        return ReceivedPack(digest=digest, object_count=0, size=path.stat().st_size)
+    before = set(store.quarantined())
+    with open(path, "rb") as f:
+        received = _ingest(store, f, limit, None, fsck)
+    if received.digest != digest:
+        if received.digest not in before:
+            store.discard_pack(received.digest)
+        raise PackRejected(f"the pack's SHA-256 is {received.digest}, not {digest}")
     return received
 
 
