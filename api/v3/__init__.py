@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.v3 import orgs, repos, users
+from api.v3 import branches, contents, orgs, repos, users
 
 router = APIRouter()
 router.include_router(users.router)
 router.include_router(orgs.router)
 router.include_router(repos.router)
+router.include_router(branches.router)
+router.include_router(contents.router)
 
 __all__ = ["router"]
