@@ -74,16 +74,15 @@ def forge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forge]:
 
 
 def populate(forge: Forge, repo: dict[str, str], work: Path, commits: int = 3) -> str:
-    """Commit to a fresh work tree and push it straight into the node's bare repository."""
+    """Commit to a fresh work tree and push it through the node (a ledger command)."""
     git("init", "-q", "-b", "main", str(work))
     for i in range(commits):
         (work / f"file{i}.txt").write_text(f"content {i}\n" * (100 * (i + 1)))
         git("add", "-A", cwd=work)
         git("commit", "-q", "-m", f"commit {i}", cwd=work)
     git("tag", "-a", "-m", "first release", "v1.0", cwd=work)
-    bare = forge.bare(repo)
-    assert bare.is_dir(), "the node creates the bare repository on first access"
-    git("push", "-q", f"file://{bare}", "main", "v1.0", cwd=work)
+    owner, name = repo["full_name"].split("/")
+    git("push", "-q", forge.url(f"/{owner}/{name}.git", forge.node.admin_token), "main", "v1.0", cwd=work)
     return git("rev-parse", "HEAD", cwd=work).stdout.strip()
 
 
@@ -147,38 +146,42 @@ def test_private_repository_needs_a_token_with_read_access(forge: Forge) -> None
     assert git("rev-parse", "HEAD", cwd=clone).stdout.strip() == head
 
 
-def test_push_is_refused_until_the_ledger_handles_it(forge: Forge) -> None:
+def test_pushes_go_through_the_ledger(forge: Forge) -> None:
     repo = forge.create_repo("pushme")
     admin = forge.node.admin_token
-    git("ls-remote", repo["clone_url"])
+    url = forge.url("/admin/pushme.git", admin)
     head = populate(forge, repo, forge.tmp / "pushme-work")
     work = forge.tmp / "pushme-work"
     (work / "new.txt").write_text("new\n")
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", "new", cwd=work)
-
-    out = git(
-        "push",
-        forge.url("/admin/pushme.git", admin),
-        "main",
-        "main:refs/heads/feature",
-        cwd=work,
-        check=False,
-    )
-    assert out.returncode != 0
-    assert "[remote rejected] main -> main (pushes are not enabled on this node)" in out.stderr
-    assert "[remote rejected] main -> feature (pushes are not enabled on this node)" in out.stderr
-    refs = git("ls-remote", repo["clone_url"]).stdout
-    assert f"{head}\trefs/heads/main" in refs and "feature" not in refs
-    out = git(
-        "push", forge.url("/admin/pushme.git", admin), ":main", "HEAD~1:refs/heads/old", cwd=work, check=False
-    )
-    assert "[remote rejected] main (pushes are not enabled on this node)" in out.stderr  # a deletion
-    assert "HEAD~1 -> old (pushes are not enabled on this node)" in out.stderr  # an object it has
-    # Nothing of the refused pushes reached the repository or stayed in quarantine.
     new = git("rev-parse", "HEAD", cwd=work).stdout.strip()
-    assert git("cat-file", "-e", new, cwd=forge.bare(repo), check=False).returncode != 0
-    assert list((forge.data / "git" / "packs" / "sha256").iterdir()) == []
+
+    git("push", url, "main", "main:refs/heads/feature", cwd=work)
+    refs = git("ls-remote", repo["clone_url"]).stdout
+    assert f"{new}\trefs/heads/main" in refs and f"{new}\trefs/heads/feature" in refs
+    assert git("cat-file", "-e", new, cwd=forge.bare(repo), check=False).returncode == 0
+    # The ledger holds the same refs (the bare repository only mirrors them).
+    ledger_refs = expect(forge.node.client(admin).get("/api/v3/repos/admin/pushme/git/refs/heads"), 200)
+    assert {r["ref"]: r["object"]["sha"] for r in ledger_refs} == {
+        "refs/heads/feature": new,
+        "refs/heads/main": new,
+    }
+    # A deletion and a ref to an object the repository already has need no pack.
+    git("push", url, ":feature", "HEAD~1:refs/heads/old", cwd=work)
+    refs = git("ls-remote", repo["clone_url"]).stdout
+    assert "feature" not in refs and f"{head}\trefs/heads/old" in refs
+    # A stale push (the ledger's compare-and-swap) changes nothing; its objects stay invisible.
+    git("reset", "-q", "--hard", head, cwd=work)
+    (work / "other.txt").write_text("other\n")
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "other", cwd=work)
+    other = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    out = git("push", "--force", url, "main", cwd=work, check=False)
+    assert out.returncode == 0, out.stderr  # unprotected: a forced update is allowed
+    out = git("push", url, f"{new}:refs/heads/main", cwd=work, check=False)
+    assert out.returncode != 0 and "rejected" in out.stderr  # the client refuses non-fast-forward
+    assert f"{other}\trefs/heads/main" in git("ls-remote", repo["clone_url"]).stdout
 
     # Anonymous pushes are challenged; a reader without write access is refused.
     out = git("push", repo["clone_url"], "main", cwd=work, check=False)
