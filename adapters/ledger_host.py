@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 PUSH_KIND = "git.push_refs"
 _PUSH_MARK = PUSH_KIND.encode()
 _PACKS_MEMO = 10_000
+#: A pending push whose pack has not arrived after this long is dropped from the mempool
+#: (a client or peer named a pack nobody serves; it must not occupy the mempool forever).
+PACK_WAIT_S = 120.0
 
 
 class LedgerDivergence(NodeHalt):
@@ -103,6 +106,9 @@ class LedgerHost:
         self.git_view = PackView(git) if git is not None else None
         #: Asks the node to fetch a pack from peers (the blob sync); idempotent.
         self.want_pack: Callable[[str], None] = lambda _digest: None
+        #: Drops a pending transaction from the mempool (one whose pack never came).
+        self.evict_tx: Callable[[bytes], object] = lambda _raw: None
+        self._unready: OrderedDict[bytes, float] = OrderedDict()  # tx id -> first seen waiting
         # Finalized blocks waiting (in order) for packs before they can be applied.
         self._queue: deque[Block] = deque()
         self._queued: dict[bytes, Block] = {}
@@ -177,11 +183,27 @@ class LedgerHost:
         return not missing
 
     def tx_available(self, raw: bytes) -> bool:
-        """Whether a leader may put this transaction in a block (its pack is here; else fetch it)."""
+        """Whether a leader may put this transaction in a block (its pack is here; else fetch it).
+
+        A push still without its pack `PACK_WAIT_S` after it was first seen is evicted.
+        """
         missing = self.missing_packs((raw,))
+        tid = hashlib.sha256(raw).digest()
+        if not missing:
+            self._unready.pop(tid, None)
+            return True
+        now = time.monotonic()
+        since = self._unready.setdefault(tid, now)
+        if now - since > PACK_WAIT_S:
+            del self._unready[tid]
+            log.warning("dropping pending push %s: its pack never arrived", tid.hex()[:16])
+            self.evict_tx(raw)
+            return False
+        while len(self._unready) > _PACKS_MEMO:
+            self._unready.popitem(last=False)
         for digest in missing:
             self.want_pack(digest)
-        return not missing
+        return False
 
     def pack_ready(self, digest: str) -> None:
         """A pack arrived: apply the finalized blocks that waited for it."""

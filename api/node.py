@@ -175,6 +175,7 @@ def _pack_sync(opts: NodeOptions, git: GitStore, host: ConsensusHost, ledger: Le
     )
     host.blob_handler = blobs.on_message
     ledger.want_pack = blobs.want
+    ledger.evict_tx = host.mempool.discard
     return blobs
 
 

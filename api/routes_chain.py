@@ -13,6 +13,7 @@ from adapters.ledger_host import LedgerHost
 from api.errors import ApiError
 from api.gateway import CommandGateway
 from api.metrics import NodeMetrics
+from commands.git_view import GitViewError
 from consensus.interface import Finalized
 from consensus.mempool import AddResult
 from consensus.types import tx_id
@@ -161,8 +162,13 @@ async def submit(
     reason = ledger.admit(tx)
     if reason is not None:
         raise ApiError(400, f"not a valid transaction: {reason}")
+    if missing := ledger.missing_packs((tx,)):
+        raise ApiError(422, _missing_pack_message(missing[0]))
     gateway: CommandGateway = request.app.state.gateway
-    early = gateway.precheck(tx)
+    try:
+        early = gateway.precheck(tx)
+    except GitViewError:
+        raise ApiError(503, "this node cannot read the repository's packs; try another node") from None
     if not early.ok:
         raise ApiError(early.code, early.message)
     result, tid = host.submit(tx)
@@ -234,6 +240,8 @@ async def submit_batch(request: Request) -> JSONResponse:
     rejected = []
     for i, tx in enumerate(txs):
         reason = ledger.admit(tx)
+        if reason is None and (missing := ledger.missing_packs((tx,))):
+            reason = _missing_pack_message(missing[0])
         if reason is not None:
             rejected.append({"index": i, "reason": reason})
             ids.append(tx_id(tx).hex())
@@ -254,3 +262,10 @@ async def submit_batch(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     m: NodeMetrics = request.app.state.metrics
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _missing_pack_message(digest: str) -> str:
+    return (
+        f"pack {digest} is not held by this node: push the objects over git smart HTTP "
+        "(which submits the push for you), or submit the transaction to the node that received them"
+    )

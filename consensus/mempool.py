@@ -121,6 +121,14 @@ class Mempool:
                 if len(self._recent) > self._recent_cap:
                     self._recent.popitem(last=False)
 
+    def discard(self, tx: bytes) -> bool:
+        """Drop a pending transaction that can never be proposed (e.g. its data never came)."""
+        old = self._txs.pop(tx_id(tx), None)
+        if old is None:
+            return False
+        self._bytes -= len(old)
+        return True
+
     def committed_recently(self, tid: bytes) -> bool:
         return tid in self._recent
 

@@ -10,6 +10,7 @@ honest `ng`.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +21,9 @@ import httpx
 import pytest
 from dulwich.protocol import pkt_line
 
+from adapters.keys import load_key
+from api.devnet import ADMIN_LOGIN
+from commands.envelope import sign_as_node
 from tests.api_node import ApiNode, create_user, expect, start_api_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")]
@@ -229,3 +233,25 @@ def test_truncated_pack_gets_an_unpack_error(forge: Forge) -> None:
         + b"0000"
     )
     assert git("rev-parse", "main", cwd=forge.bare(repo)).stdout.strip() == old
+
+
+def test_a_transaction_naming_a_pack_this_node_lacks_is_refused(forge: Forge) -> None:
+    """Raw pushes must come with their objects: otherwise no validator could ever decide them."""
+    forge.create_repo("raw-push")
+    seed = load_key(forge.data.parent / "validator.key")
+    update = {"ref": "refs/heads/main", "old": "0" * 40, "new": "1" * 40, "force": False}
+    tx = sign_as_node(
+        chain_id="stele-api-test",
+        kind="git.push_refs",
+        payload={"owner": "admin", "repo": "raw-push", "pack_digest": "cd" * 32, "updates": [update]},
+        actor=ADMIN_LOGIN,
+        nonce=secrets.token_hex(16),
+        seed=seed,
+        node_index=0,
+        token_id="genesis-admin",
+    ).encode()
+    r = httpx.post(f"{forge.node.url}/api/v1/transactions", content=tx, timeout=10)
+    assert r.status_code == 422, r.text
+    assert f"pack {'cd' * 32} is not held by this node" in r.json()["message"]
+    r = httpx.post(f"{forge.node.url}/api/v1/transactions/batch", content=len(tx).to_bytes(4, "big") + tx)
+    assert r.status_code in (202, 503) and "is not held by this node" in r.text, r.text

@@ -12,7 +12,8 @@ from adapters.consensus_host import NodeHalt
 from adapters.ledger_host import LedgerDivergence, LedgerHost
 from commands.envelope import sign_as_node
 from consensus.genesis import Genesis, ValidatorInfo
-from consensus.types import Block, genesis_block
+from consensus.interface import Finalized
+from consensus.types import Block, Certificate, VoteKind, genesis_block
 
 TOKEN = "stl_test-admin-token"
 SEED = hashlib.sha256(b"ledger-host-test").digest()
@@ -125,3 +126,105 @@ def test_replayed_garbage_gets_a_duplicate_receipt_not_a_crash(tmp_path: Path) -
     first = ledger.receipt(hashlib.sha256(b"garbage").hexdigest())
     assert first is not None and first.code == 400 and first.height == 1
     ledger.close()
+
+
+# -- data availability: pushes wait for their packs --------------------------------------------
+
+
+def _pack_with_one_commit(store_root: Path) -> tuple[bytes, str]:
+    """A real pack (blob, tree, commit) quarantined in a peer's store: (pack bytes, commit sha)."""
+    from io import BytesIO
+
+    from dulwich.object_format import SHA1
+    from dulwich.objects import Blob, Commit, Tree
+    from dulwich.pack import write_pack_objects
+
+    from adapters.git import GitStore, receive_pack
+
+    blob = Blob.from_string(b"hello\n")
+    tree = Tree()
+    tree.add(b"hello.txt", 0o100644, blob.id)
+    commit = Commit()
+    commit.tree = tree.id
+    commit.author = commit.committer = b"T <t@example.com>"
+    commit.author_time = commit.commit_time = 1_700_000_000
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = b"one\n"
+    out = BytesIO()
+    write_pack_objects(out, [(o, None) for o in (blob, tree, commit)], object_format=SHA1)
+    peer = GitStore(store_root)
+    received = receive_pack(peer, "any", out.getvalue())
+    data = peer.pack_bytes_for(received.digest)
+    assert data is not None
+    return data, commit.id.decode()
+
+
+def test_a_push_waits_for_its_pack_before_it_is_voted_or_applied(tmp_path: Path) -> None:
+    from adapters.git import GitStore, accept_peer_pack
+
+    g = _genesis()
+    git = GitStore(tmp_path / "git")
+    ledger = LedgerHost(genesis=g, data_dir=tmp_path / "node", git=git)
+    wanted: list[str] = []
+    evicted: list[bytes] = []
+    ledger.want_pack = wanted.append
+    ledger.evict_tx = evicted.append
+    blocks: dict[bytes, Block] = {}
+    ledger.set_block_lookup(blocks.get)
+    root = genesis_block(g.chain_id, g.genesis_time_ms)
+    b1 = _child(ledger, root, (_tx("repo.create", {"owner": "admin", "name": "r"}, 1),))
+    blocks[b1.hash] = b1
+    assert ledger.apply_finalized(b1)[0].ok
+    pack, sha = _pack_with_one_commit(tmp_path / "peer")
+    digest = hashlib.sha256(pack).hexdigest()
+    update = {"ref": "refs/heads/main", "old": "0" * 40, "new": sha, "force": False}
+    push = _tx(
+        "git.push_refs", {"owner": "admin", "repo": "r", "pack_digest": digest, "updates": [update]}, 2
+    )
+    b2 = _child(ledger, b1, (push,))
+    blocks[b2.hash] = b2
+    # Not held: no vote (the block is not available), not proposed, and the pack is asked for.
+    assert not ledger.block_available(b2)
+    assert not ledger.tx_available(push)
+    assert ledger.app_hash_for_child(b2) is None
+    assert wanted and set(wanted) == {digest}
+    # Finalized anyway (by a quorum that held it): it queues instead of being decided without it.
+    ledger.on_finalized(Finalized(b2, _dummy_cert()))
+    assert ledger.height == 1 and ledger.waiting_for_packs
+    accept_peer_pack(git, digest, pack)
+    ledger.pack_ready(digest)
+    assert ledger.height == 2 and not ledger.waiting_for_packs
+    receipt = ledger.receipt(hashlib.sha256(push).hexdigest())
+    assert receipt is not None and receipt.ok, receipt
+    repo = ledger.state.repo_by_name("admin", "r")
+    assert repo is not None
+    assert ledger.state.repo_packs(repo.repo_id) == (digest,)
+    assert git.refs(repo.repo_id) == {"refs/heads/main": sha}  # carried out on the bare repository
+    assert git.head(repo.repo_id) == "refs/heads/main"
+    assert evicted == []
+    ledger.close()
+
+
+def test_a_push_whose_pack_never_comes_is_evicted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adapters.ledger_host as ledger_host
+    from adapters.git import GitStore
+
+    ledger = LedgerHost(genesis=_genesis(), data_dir=tmp_path / "node", git=GitStore(tmp_path / "git"))
+    evicted: list[bytes] = []
+    ledger.evict_tx = evicted.append
+    update = {"ref": "refs/heads/main", "old": "0" * 40, "new": "1" * 40, "force": False}
+    push = _tx(
+        "git.push_refs", {"owner": "admin", "repo": "r", "pack_digest": "ab" * 32, "updates": [update]}, 1
+    )
+    assert not ledger.tx_available(push) and evicted == []
+    monkeypatch.setattr(ledger_host, "PACK_WAIT_S", 0.0)
+    assert not ledger.tx_available(push)
+    assert evicted == [push]
+    other = _tx("user.create", {"login": "octo", "email": "octo@example.com"}, 2)
+    assert ledger.tx_available(other)  # only pushes carry packs
+    ledger.close()
+
+
+def _dummy_cert() -> Certificate:
+    """LedgerHost ignores the proof; consensus verified it before handing the block over."""
+    return Certificate(VoteKind.FINALIZE, 1, b"\x00" * 32, ())
