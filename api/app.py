@@ -37,7 +37,7 @@ def create_app(
     app.state.gateway = CommandGateway(host, ledger, seed)
     app.state.git = git_store  # None: the git endpoints answer 503
     if git_store is not None:
-        app.state.push_handler = PushService(app.state.gateway, offer_pack)
+        app.state.push_handler = PushService(app.state.gateway, git_store, offer_pack)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, prefix="/api/v3")
     app.include_router(routes_chain.router)

@@ -96,7 +96,9 @@ class CommandGateway:
                 raise ApiError(503, "lost contact with a quorum of validators before the command was final")
             if remaining <= 0:
                 raise ApiError(
-                    504, f"command {tid.hex()} was not final within {timeout_s:g}s; it may still be"
+                    504,
+                    f"outcome unknown: not final within {timeout_s:g}s, it may still apply "
+                    f"(transaction {tid.hex()}, see /api/v1/receipts/{tid.hex()})",
                 )
         return receipt
 

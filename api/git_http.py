@@ -418,7 +418,7 @@ async def _push_result(request: Request, ctx: _Context, outcome: _Unpacked) -> A
     handler: PushHandler | None = getattr(request.app.state, "push_handler", None)
     if handler is None or not pending:
         verdicts.update((u.ref, PUSH_DISABLED) for u in pending)  # (none pending with a handler)
-        if outcome.pack is not None:
+        if outcome.pack is not None and outcome.pack.created:
             ctx.store.discard_pack(outcome.pack.digest)  # no transaction will ever name it
     else:
         assert ctx.caller is not None

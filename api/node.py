@@ -175,7 +175,9 @@ def _pack_sync(opts: NodeOptions, git: GitStore, host: ConsensusHost, ledger: Le
     )
     host.blob_handler = blobs.on_message
     ledger.want_pack = blobs.want
-    ledger.evict_tx = host.mempool.discard
+    loop = asyncio.get_running_loop()
+    # Later, not now: the leader asks while iterating the mempool.
+    ledger.evict_tx = lambda raw: loop.call_soon(host.mempool.discard, raw)
     return blobs
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from adapters.git.packs import ReceivedPack
 from adapters.git.protocol import RefUpdate
+from adapters.git.store import GitStore
 from adapters.ledger_host import PUSH_KIND
 from api.auth import Caller
 from api.errors import ApiError
@@ -44,16 +45,20 @@ class PushResult(list[tuple[str, str | None]]):
 
 
 class PushService:
-    def __init__(self, gateway: CommandGateway, offer_pack: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        gateway: CommandGateway,
+        store: GitStore,
+        offer_pack: Callable[[str], None] | None = None,
+    ) -> None:
         self.gateway = gateway
+        self.store = store
         self.offer_pack = offer_pack
 
     async def __call__(
         self, caller: Caller, repo: Repo, updates: Sequence[RefUpdate], pack: ReceivedPack | None
     ) -> PushResult:
         digest = pack.digest if pack is not None else ""
-        if digest and self.offer_pack is not None:
-            self.offer_pack(digest)  # validators start fetching while the transaction is ordered
         payload: dict[str, Any] = {
             "owner": repo.owner_login,
             "repo": repo.name,
@@ -71,7 +76,11 @@ class PushService:
             log.error("push precheck could not read the repository's packs: %s", exc)
             return _all(updates, "this node is missing objects of the repository; try another node")
         if not early.ok:
+            if pack is not None and pack.created:
+                self.store.discard_pack(digest)  # never named by a transaction: nobody needs it
             return _verdicts(updates, early, final=False)
+        if digest and self.offer_pack is not None:
+            self.offer_pack(digest)  # validators start fetching while the transaction is ordered
         timeout = PUSH_TIMEOUT_S + (pack.size if pack is not None else 0) / PUSH_TIMEOUT_BYTES_PER_S
         try:
             receipt = await gateway.outcome(raw, timeout)

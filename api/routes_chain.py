@@ -49,6 +49,9 @@ async def ready(request: Request) -> JSONResponse:
             f"catching up: finalized height {host.replica.finalized_height}, "
             f"peers report {host.replica.best_peer_height()}"
         )
+    ledger: LedgerHost = request.app.state.ledger
+    if ledger.waiting_for_packs:
+        reasons.append(f"applied height {ledger.height}: waiting for packs from peers")
     if reasons:
         return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
     return JSONResponse({"status": "ready"})

@@ -46,6 +46,9 @@ class HandlerContext:
     timestamp_ms: int
     actor: User  # the authenticated actor
     git: GitView | None = None  # git objects of pushes (see commands.git_view); None: unavailable
+    #: Validator index when a node attested the transaction (it received the request itself),
+    #: None when the user signed it.
+    attested_by: int | None = None
 
     def new_id(self, n: int) -> str:
         """The n-th id created by this transaction (uuid5 of tx id and n): the same on every node."""

@@ -18,6 +18,11 @@ A push is checked at apply time against the state at its height, per ref, in thi
    then on a protected branch unless allow_force_pushes ("protected branch: force push not
    allowed"); moving an existing tag needs `force` ("already exists").
 
+A push naming a new pack must be attested by the node that received that pack over
+smart HTTP, for this repository, from this pusher: digests are public (they are in the
+blocks), so a user-signed transaction naming someone else's pack could otherwise copy
+a private repository's objects into one the user can read.
+
 If any ref is refused, nothing changes: the refused refs carry their reason and every
 other ref "atomic push failed" (git's words for an atomic push), and the receipt's code is
 that of the first refused ref (409 stale info / non-fast-forward / already exists, 422
@@ -61,6 +66,7 @@ PROTECTED_PUSHERS = "protected branch: not allowed to push"
 PROTECTED_REVIEWS = "protected branch: changes must be made through a pull request"
 PROTECTED_FORCE = "protected branch: force push not allowed"
 ATOMIC_FAILED = "atomic push failed"
+PACK_NOT_RECEIVED = "a push that brings objects must be made over git smart HTTP to a node"
 
 #: The receipt code of a refused push, by the reason of its first refused ref.
 REASON_CODES: dict[str, int] = {
@@ -150,6 +156,10 @@ def push_refs(state: LedgerState, cmd: p.PushRefs, ctx: HandlerContext) -> Decis
     if ctx.git is None:
         return Rejection(UNAVAILABLE, GIT_UNAVAILABLE)
     packs = state.repo_packs(repo.repo_id)
+    if cmd.pack_digest and cmd.pack_digest not in packs and ctx.attested_by is None:
+        # Pack digests are public (blocks are): naming one is not proof of holding its objects.
+        # Only a node that received the pack for this repository from this pusher may name it.
+        return Rejection(FORBIDDEN, PACK_NOT_RECEIVED)
     if cmd.pack_digest and cmd.pack_digest not in packs:
         packs += (cmd.pack_digest,)
     tips = frozenset(sha for _, sha in state.refs(repo.repo_id))

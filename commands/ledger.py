@@ -15,7 +15,7 @@ from typing import Any
 
 from commands.auth import authenticate
 from commands.decision import BAD_TRANSACTION, CONFLICT, INTERNAL, OK, HandlerContext, Rejection
-from commands.envelope import EnvelopeError, Transaction, decode_transaction
+from commands.envelope import EnvelopeError, NodeAttestation, Transaction, decode_transaction
 from commands.git_view import GitView, GitViewError
 from commands.handlers import decide, result_of
 from domain.canonical import canonical_json
@@ -217,7 +217,8 @@ def execute_block(
                     outcome = actor
                 else:
                     actor_id = actor.user_id
-                    hctx = HandlerContext(tx_id, ctx.height, ctx.timestamp_ms, actor, ctx.git)
+                    node = tx.auth.node if isinstance(tx.auth, NodeAttestation) else None
+                    hctx = HandlerContext(tx_id, ctx.height, ctx.timestamp_ms, actor, ctx.git, node)
                     outcome = _run_handler(fork, tx, hctx)
         if isinstance(outcome, Rejection):
             receipts.append(

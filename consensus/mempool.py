@@ -122,12 +122,14 @@ class Mempool:
                     self._recent.popitem(last=False)
 
     def discard(self, tx: bytes) -> bool:
-        """Drop a pending transaction that can never be proposed (e.g. its data never came)."""
-        old = self._txs.pop(tx_id(tx), None)
-        if old is None:
-            return False
-        self._bytes -= len(old)
-        return True
+        """Drop a pending transaction that can never be proposed (e.g. its data never came).
+
+        Remembered like a committed one, so a gossip echo does not bring it back. Not to
+        be called while `take_batch` runs (it iterates the pending transactions).
+        """
+        present = tx_id(tx) in self._txs
+        self.remove_committed((tx,))
+        return present
 
     def committed_recently(self, tid: bytes) -> bool:
         return tid in self._recent

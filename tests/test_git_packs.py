@@ -93,8 +93,11 @@ def test_normal_pack_is_quarantined_not_visible(store: GitStore, work: Path) -> 
     assert not store.has_object("r1", "", head)
     proc = subprocess.run(["git", "cat-file", "-e", head], cwd=store.repo_path("r1"), env=ENV)
     assert proc.returncode != 0  # C git does not see it either
-    # Receiving the same pack again is harmless.
-    assert receive_pack(store, "r1", io.BytesIO(data)) == received
+    # Receiving the same pack again is harmless, and says it did not create it: whoever sent
+    # it the second time must not be able to discard the copy the ledger may depend on.
+    again = receive_pack(store, "r1", io.BytesIO(data))
+    assert received.created and not again.created
+    assert (again.digest, again.object_count, again.size) == (received.digest, 7, len(data))
     assert store.pack_bytes_for("0" * 64) is None
     assert list(store.tmp_dir.iterdir()) == []
 

@@ -12,7 +12,7 @@ from commands.ledger import BlockContext, Receipt, execute_block, precheck_trans
 from domain.events import ZERO_SHA
 from domain.records import BranchProtection
 from domain.state import LedgerState
-from tests.test_ledger_support import ADMIN, CHAIN_ID, GENESIS_MS, VALIDATORS, Chain
+from tests.test_ledger_support import ADMIN, CHAIN_ID, GENESIS_MS, VALIDATORS, Chain, user_public_key
 
 Z = ZERO_SHA
 
@@ -478,3 +478,17 @@ def test_execute_block_without_a_view_keeps_other_commands_working(chain: GitCha
         state, state.app_hash, BlockContext(CHAIN_ID, state.height + 1, 0, VALIDATORS), [tx]
     )
     assert result.receipts[0].ok
+
+
+def test_only_a_node_that_received_a_pack_may_name_it(chain: GitChain) -> None:
+    """Digests are public: a user-signed push may not name a pack it never delivered."""
+    chain.ok(ADMIN, "user.add_key", login="carol", public_key=user_public_key("carol"), title="laptop")
+    chain.ok("alice", "collaborator.set", owner="alice", repo="r", user="carol", permission="write")
+    stolen = {"owner": "alice", "repo": "r", "pack_digest": pack("p1"), "updates": [up("main", Z, C)]}
+    receipt = chain.run(chain.user_tx("carol", "git.push_refs", stolen))
+    _rejected(receipt, 403, "must be made over git smart HTTP")
+    # Attested by the node that received the pack, the same push goes through.
+    assert chain.do("carol", "git.push_refs", **stolen).ok
+    # Once accepted for this repository, its packs may be named by anyone who may push there.
+    again = {"owner": "alice", "repo": "r", "pack_digest": pack("p1"), "updates": [up("other", Z, B)]}
+    assert chain.run(chain.user_tx("carol", "git.push_refs", again)).ok

@@ -64,6 +64,9 @@ class ReceivedPack:
     digest: str
     object_count: int
     size: int
+    #: This call put the pack in quarantine (False: it was already there, maybe named by the
+    #: ledger). Only a creator may discard it, and only if no transaction names it.
+    created: bool = True
 
 
 class PackRejected(Exception):
@@ -123,7 +126,7 @@ def accept_peer_pack_file(
     if path.stat().st_size > limit:
         raise PackTooLarge(limit)
     if store.has_pack(digest):
-        return ReceivedPack(digest=digest, object_count=0, size=path.stat().st_size)
+        return ReceivedPack(digest=digest, object_count=0, size=path.stat().st_size, created=False)
     before = set(store.quarantined())
     with open(path, "rb") as f:
         received = _ingest(store, f, limit, None, fsck)
@@ -210,12 +213,13 @@ def _ingest(
             idx.flush()
             os.fsync(idx.fileno())
         digest, size = _check_final(tmp_pack, len(entries))
-        if not store.has_pack(digest):
+        created = not store.has_pack(digest)
+        if created:
             base = store.pack_base(digest)
             os.replace(tmp_pack, base.with_suffix(".pack"))
             os.replace(tmp_idx, base.with_suffix(".idx"))  # the index last: now the pack exists
             fsync_dir(store.packs_dir)
-        return ReceivedPack(digest=digest, object_count=len(entries), size=size)
+        return ReceivedPack(digest=digest, object_count=len(entries), size=size, created=created)
     finally:
         for leftover in (tmp_pack, tmp_idx):
             with contextlib.suppress(FileNotFoundError):
