@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.api_node import expect, free_port, start_api_node  # noqa: E402
+from bench.http_backend import start_http_backend  # noqa: E402
+from tests.api_node import expect, start_api_node  # noqa: E402
 
 
 def make_repo(path: Path, commits: int) -> int:
@@ -75,29 +76,9 @@ def main() -> None:
             objects = make_repo(bare, args.commits)
             subprocess.run(["git", "repack", "-adq"], cwd=bare, check=True)
             # git http-backend over the very same bare repository.
-            cgi_root = root / "cgi"
-            (cgi_root / "cgi-bin").mkdir(parents=True)
-            script = cgi_root / "cgi-bin" / "git"
-            backend = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True)
-            script.write_text(
-                "#!/bin/sh\n"
-                f"export GIT_PROJECT_ROOT={bare.parent}\nexport GIT_HTTP_EXPORT_ALL=1\n"
-                # Python's CGI server runs scripts as `nobody` when started as root.
-                "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\n"
-                f"exec {backend.stdout.strip()}/git-http-backend\n"
-            )
-            script.chmod(0o755)
-            subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
-            port = free_port()
-            cgi = subprocess.Popen(
-                [sys.executable, "-m", "http.server", "--cgi", "--bind", "127.0.0.1", str(port)],
-                cwd=cgi_root,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1.0)
+            root.chmod(0o755)  # the CGI scripts may run as `nobody`
+            cgi, backend_url = start_http_backend(root / "cgi-srv", bare)
             stele_url = f"{node.url}/admin/big.git"
-            backend_url = f"http://127.0.0.1:{port}/cgi-bin/git/{bare.name}"
             stele, plain = [], []
             for _ in range(args.runs):
                 stele.append(clone_time(stele_url, root / "c1", objects))

@@ -26,7 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.api_node import free_port  # noqa: E402
+from bench.http_backend import start_http_backend  # noqa: E402
 from tests.devnet_util import start_devnet  # noqa: E402
 
 ENV = {
@@ -53,32 +53,6 @@ def timed_push(url: str, work: Path) -> float:
     # git http-backend; a large buffer keeps both pushes to one Content-Length request.
     git("-c", "http.postBuffer=268435456", "push", "-q", url, "main", cwd=work)
     return time.perf_counter() - t
-
-
-def http_backend(root: Path, bare: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`git http-backend` as CGI behind Python's server, pushes allowed."""
-    cgi_root = root / "cgi"
-    (cgi_root / "cgi-bin").mkdir(parents=True)
-    script = cgi_root / "cgi-bin" / "git"
-    exec_path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True)
-    script.write_text(
-        "#!/bin/sh\n"
-        f"export GIT_PROJECT_ROOT={bare.parent}\nexport GIT_HTTP_EXPORT_ALL=1\nexport REMOTE_USER=bench\n"
-        "export GIT_CONFIG_COUNT=2 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\n"
-        "export GIT_CONFIG_KEY_1=http.receivepack GIT_CONFIG_VALUE_1=true\n"
-        f"exec {exec_path.stdout.strip()}/git-http-backend\n"
-    )
-    script.chmod(0o755)
-    subprocess.run(["chmod", "-R", "a+rwX", str(root)], check=True)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--cgi", "--bind", "127.0.0.1", str(port)],
-        cwd=cgi_root,
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "cgi.log", "wb"),  # noqa: SIM115 - kept open for the server's life
-    )
-    time.sleep(1.0)
-    return proc, f"http://127.0.0.1:{port}/cgi-bin/git/{bare.name}"
 
 
 def p90(xs: list[float]) -> float:
@@ -112,10 +86,8 @@ def main() -> None:
             stele_url = net.url(0).replace("http://", f"http://bench:{token}@") + "/bench/bench.git"
             bare = root / "plain" / "bench.git"
             subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-            # Python's CGI server runs scripts as `nobody` when started as root.
-            root.chmod(0o755)
-            subprocess.run(["chmod", "-R", "a+rwX", str(bare.parent)], check=True)
-            cgi, plain_url = http_backend(root / "plain-srv", bare)
+            root.chmod(0o755)  # the CGI scripts may run as `nobody`
+            cgi, plain_url = start_http_backend(root / "plain-srv", bare, push=True)
             work = root / "work"
             git("init", "-q", "-b", "main", str(work), cwd=root)
             (work / "README").write_text("bench\n")

@@ -1,0 +1,1 @@
+"""Benchmarks: one command each, not tests (see docs/benchmarks.md)."""
