@@ -19,6 +19,7 @@ from typing import NoReturn
 from adapters.keys import KeyFileError, generate_key, load_key, public_key, save_key
 from api.devnet import DevnetError
 from consensus.genesis import Genesis, GenesisError, ValidatorInfo, parse_pubkey
+from domain.rules import ChainRules
 
 PROG = "stele"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -118,7 +119,7 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
         raise CliError(f"{out} already exists; pass --force to overwrite it")
     validators = tuple(parse_validator_spec(s) for s in args.validator)
     time_ms = int(time.time() * 1000) if args.time_ms is None else args.time_ms
-    genesis = Genesis(args.chain_id, time_ms, validators)
+    genesis = Genesis(args.chain_id, time_ms, validators, {"protocol": ChainRules.latest().to_json()})
     genesis.save(out)
     print(f"wrote {out}: chain {genesis.chain_id}, {genesis.n} validator(s), hash {genesis.hash().hex()}")
     return 0
@@ -143,6 +144,7 @@ def format_genesis(genesis: Genesis) -> str:
         f"genesis time:  {t} ({iso})",
         f"genesis hash:  {genesis.hash().hex()}",
         f"validators:    {vs.n} (tolerates f={vs.f} faulty, quorum {vs.quorum})",
+        f"protocol:      {_protocol_line(genesis)}",
     ]
     rows = [("#", "name", "pubkey", "p2p", "http")]
     for i, v in enumerate(genesis.validators):
@@ -158,6 +160,17 @@ def format_genesis(genesis: Genesis) -> str:
         for key in sorted(genesis.extra):
             lines.append(f"  {key}: {json.dumps(genesis.extra[key], sort_keys=True)}")
     return "\n".join(lines)
+
+
+def _protocol_line(genesis: Genesis) -> str:
+    try:
+        rules = ChainRules.from_genesis(genesis.extra)
+    except ValueError as exc:
+        return f"invalid: {exc}"
+    if not rules.upgrades:
+        return "version 1 (no protocol entry)"
+    steps = ", ".join(f"version {v} from height {h}" for h, v in rules.upgrades)
+    return f"{steps}; max object size {rules.max_object_bytes} bytes"
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
@@ -184,6 +197,43 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         event_store_url=args.event_store or os.environ.get("STELE_EVENT_STORE") or None,
     )
     return int(run_node(opts))
+
+
+def cmd_node_repair_repo(args: argparse.Namespace) -> int:
+    """Ask a running node to rebuild its copy of one repository from the ledger."""
+    import httpx
+
+    owner, sep, name = args.repo.partition("/")
+    if not sep or not owner or not name or "/" in name:
+        raise CliError(f"name the repository as OWNER/REPO, not {args.repo!r}")
+    token = os.environ.get("STELE_TOKEN")
+    if token is None:
+        path = Path(args.token_file)
+        if not path.is_file():
+            raise CliError(f"no admin token: {path} does not exist (pass --token-file, or set STELE_TOKEN)")
+        token = path.read_text().strip()
+    url = f"{args.node.rstrip('/')}/api/v1/admin/repos/{owner}/{name}/repair"
+    try:
+        response = httpx.post(url, headers={"Authorization": f"token {token}"}, timeout=90.0)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the node at {args.node}: {exc}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code != 200:
+        raise CliError(
+            f"the node answered {response.status_code}: {body.get('message', response.text[:200])}"
+        )
+    if body.get("status") == "repaired":
+        print(f"{body.get('full_name', args.repo)}: repaired on {args.node}")
+        return 0
+    print(
+        f"{body.get('full_name', args.repo)}: still repairing after {body.get('attempts', 0)} attempt(s): "
+        f"{body.get('last_error') or body.get('reason')}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -249,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: SQLite at DIR/events.sqlite; env STELE_EVENT_STORE)",
     )
     run.set_defaults(func=cmd_node_run)
+    rep = nsub.add_parser(
+        "repair-repo",
+        help="rebuild a running node's copy of a repository from the ledger",
+        description="Ask a running node to rebuild its bare repository OWNER/REPO from the ledger "
+        "(every accepted pack and the finalized refs), and wait for it. Needs a site admin's token.",
+    )
+    rep.add_argument("repo", metavar="OWNER/REPO")
+    rep.add_argument("--node", default="http://127.0.0.1:8080", metavar="URL", help="(default: %(default)s)")
+    rep.add_argument(
+        "--token-file",
+        default=".stele/admin.token",
+        metavar="FILE",
+        help="a site admin's API token (default: %(default)s; env STELE_TOKEN overrides)",
+    )
+    rep.set_defaults(func=cmd_node_repair_repo)
 
     upp = sub.add_parser(
         "up",

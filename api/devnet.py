@@ -33,6 +33,7 @@ from adapters.keys import KeyFileError, generate_key, load_key, public_key, save
 from consensus.files import atomic_write
 from consensus.genesis import Genesis, GenesisError, ValidatorInfo
 from consensus.types import MAX_VALIDATORS
+from domain.rules import ChainRules
 
 if TYPE_CHECKING:
     import httpx
@@ -579,7 +580,8 @@ def _create_new(d: Path, n: int, http_port: int, p2p_port: int) -> tuple[list[De
         "token_hash": token_hash(token),
         "token_id": ADMIN_TOKEN_ID,
     }
-    genesis = Genesis(CHAIN_ID, int(time.time() * 1000), tuple(vals), {"admin": admin})
+    extra = {"admin": admin, "protocol": ChainRules.latest().to_json()}
+    genesis = Genesis(CHAIN_ID, int(time.time() * 1000), tuple(vals), extra)
     genesis.save(d / GENESIS_FILE)  # written last: its presence marks a complete init
     return nodes, genesis
 

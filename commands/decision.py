@@ -9,6 +9,7 @@ from commands.git_view import GitView
 from domain.events import Event
 from domain.ids import derive_id
 from domain.records import User
+from domain.rules import LATEST, Rules
 
 OK = 200
 BAD_TRANSACTION = 400  # undecodable envelope, wrong chain, unknown kind
@@ -16,6 +17,7 @@ UNAUTHORIZED = 401  # unknown or revoked token, unknown key, bad signature
 FORBIDDEN = 403
 NOT_FOUND = 404
 CONFLICT = 409
+TOO_LARGE = 413
 INVALID = 422
 INTERNAL = 500
 UNAVAILABLE = 503  # the node cannot answer a command's git questions (no GitView wired in)
@@ -34,7 +36,17 @@ class Rejection:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-Decision = list[Event] | Rejection
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Events with a receipt result of the handler's own, for outcomes the events alone do not
+    tell (e.g. a push that updated some refs and refused others, each with its reason)."""
+
+    events: list[Event]
+    result: dict[str, Any]
+    message: str = "ok"
+
+
+Decision = list[Event] | Accepted | Rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,8 @@ class HandlerContext:
     #: Validator index when a node attested the transaction (it received the request itself),
     #: None when the user signed it.
     attested_by: int | None = None
+    #: The protocol rules of this block's height (see `domain.rules`).
+    rules: Rules = LATEST
 
     def new_id(self, n: int) -> str:
         """The n-th id created by this transaction (uuid5 of tx id and n): the same on every node."""

@@ -42,7 +42,9 @@ from commands.decision import (
     FORBIDDEN,
     INVALID,
     NOT_FOUND,
+    TOO_LARGE,
     UNAVAILABLE,
+    Accepted,
     Decision,
     HandlerContext,
     Rejection,
@@ -51,6 +53,7 @@ from commands.git_view import GitView
 from domain.events import ZERO_SHA, BranchProtectionRemoved, BranchProtectionSet, RefsUpdated
 from domain.permissions import WRITE, can
 from domain.records import BranchProtection, Repo, User
+from domain.refs import HIDDEN_REF, RefNamespace, ref_format_error, same_time_conflict
 from domain.state import LedgerState
 
 HEADS = "refs/heads/"
@@ -67,6 +70,7 @@ PROTECTED_REVIEWS = "protected branch: changes must be made through a pull reque
 PROTECTED_FORCE = "protected branch: force push not allowed"
 ATOMIC_FAILED = "atomic push failed"
 PACK_NOT_RECEIVED = "a push that brings objects must be made over git smart HTTP to a node"
+DEFAULT_BRANCH_DELETION = "refusing to delete the current branch"
 
 #: The receipt code of a refused push, by the reason of its first refused ref.
 REASON_CODES: dict[str, int] = {
@@ -97,6 +101,7 @@ class _Push:
 
 
 def _ref_refusal(push: _Push, update: p.RefUpdate) -> str | None:
+    """Version 1's check of one ref (see `_refusal_v2` for the current rules)."""
     """Why this ref update is refused, or None if it may go ahead."""
     repo_id = push.repo.repo_id
     current = push.state.ref(repo_id, update.ref)
@@ -145,7 +150,151 @@ def _protection_refusal(
     return None
 
 
-def push_refs(state: LedgerState, cmd: p.PushRefs, ctx: HandlerContext) -> Decision:
+def push_refs(state: LedgerState, cmd: p.PushRefs | p.PushRefsV1, ctx: HandlerContext) -> Decision:
+    if isinstance(cmd, p.PushRefsV1):
+        return _push_refs_v1(state, cmd, ctx)
+    return _push_refs_v2(state, cmd, ctx)
+
+
+# -- protocol version 2 ---------------------------------------------------------------
+
+_Refusal = tuple[int, str]
+
+
+def _push_refs_v2(state: LedgerState, cmd: p.PushRefs, ctx: HandlerContext) -> Decision:
+    """Each ref decided on its own, in the payload's order (git receive-pack without --atomic);
+    with `atomic`, any refusal refuses them all."""
+    repo = find_readable_repo(state, ctx.actor, cmd.owner, cmd.repo)
+    if isinstance(repo, Rejection):
+        return repo
+    if repo.archived:
+        return Rejection(FORBIDDEN, ARCHIVED_MESSAGE)
+    if not can(state, ctx.actor.user_id, repo.repo_id, WRITE):
+        return Rejection(FORBIDDEN, f"Permission to {repo.full_name}.git denied to {ctx.actor.login}.")
+    if ctx.git is None:
+        return Rejection(UNAVAILABLE, GIT_UNAVAILABLE)
+    packs = state.repo_packs(repo.repo_id)
+    new_pack = bool(cmd.pack_digest) and cmd.pack_digest not in packs
+    if new_pack and ctx.attested_by is None:
+        return Rejection(FORBIDDEN, PACK_NOT_RECEIVED)
+    if new_pack:
+        packs += (cmd.pack_digest,)
+        limit = ctx.rules.max_object_bytes
+        oversized = ctx.git.oversized_objects(cmd.pack_digest, limit) if limit else []
+        if oversized:
+            sha, size = oversized[0]
+            reason = f"object {sha} is {_size(size)}; this exceeds the maximum object size of {_size(limit)}"
+            every = [{"ref": u.ref, "ok": False, "reason": reason} for u in cmd.updates]
+            return Rejection(TOO_LARGE, f"push rejected: {reason}", {"refs": every})
+    tips = frozenset(sha for _, sha in state.refs(repo.repo_id))
+    push = _Push(state, repo, ctx.actor, is_repo_admin(state, ctx.actor, repo), ctx.git, packs, tips)
+    names = RefNamespace(ref for ref, _ in state.refs(repo.repo_id))
+    refusals: list[_Refusal | None] = []
+    if cmd.atomic:
+        # One transaction: deletions make room for the creations, which must not clash
+        # with each other either.
+        for u in cmd.updates:
+            if u.new == ZERO_SHA:
+                names.remove(u.ref)
+        created: list[str] = []
+        for u in cmd.updates:
+            refusals.append(_refusal_v2(push, u, names, created))
+    else:
+        for u in cmd.updates:
+            refusal = _refusal_v2(push, u, names, None)
+            refusals.append(refusal)
+            if refusal is None and u.new == ZERO_SHA:
+                names.remove(u.ref)
+            elif refusal is None:
+                names.add(u.ref)
+    failed = [i for i, r in enumerate(refusals) if r is not None]
+    if cmd.atomic and failed:
+        refusals = [r if r is not None else (CONFLICT, ATOMIC_FAILED) for r in refusals]
+    refs: list[dict[str, Any]] = [
+        {"ref": u.ref, "ok": r is None, "reason": "" if r is None else r[1]}
+        for u, r in zip(cmd.updates, refusals, strict=True)
+    ]
+    accepted = [u for u, r in zip(cmd.updates, refusals, strict=True) if r is None]
+    summary = ""
+    if failed:
+        first = refusals[failed[0]]
+        assert first is not None
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        summary = f"{cmd.updates[failed[0]].ref} {first[1]}{more}"
+        if not accepted:
+            return Rejection(first[0], f"push rejected: {summary}", {"refs": refs})
+    event = RefsUpdated(
+        repo_id=repo.repo_id,
+        pusher_id=ctx.actor.user_id,
+        pack_digest=cmd.pack_digest,
+        updates=[{"ref": u.ref, "old": u.old, "new": u.new} for u in accepted],
+    )
+    message = "ok" if not failed else f"{len(failed)} of {len(cmd.updates)} refs refused: {summary}"
+    return Accepted([event], {"refs": refs}, message)
+
+
+def _refusal_v2(
+    push: _Push, update: p.PushRefUpdate, names: RefNamespace, created: list[str] | None
+) -> _Refusal | None:
+    """Why this ref update is refused (code, git's reason), or None if it may go ahead.
+
+    `created`: the refs this atomic push creates before this one (None: not atomic).
+    """
+    ref = update.ref
+    if problem := ref_format_error(ref):
+        return (FORBIDDEN if problem == HIDDEN_REF else INVALID, problem)
+    repo_id = push.repo.repo_id
+    current = push.state.ref(repo_id, ref)
+    if (current or ZERO_SHA) != update.old:
+        return (CONFLICT, STALE)
+    deleting = update.new == ZERO_SHA
+    is_branch = ref.startswith(HEADS)
+    if deleting and current is not None and ref == HEADS + push.repo.default_branch:
+        return (FORBIDDEN, f"{DEFAULT_BRANCH_DELETION}: {ref}")
+    if current is None and not deleting:
+        if clash := names.conflict(ref):
+            return (CONFLICT, clash)
+        if created is not None:
+            other = next((c for c in created if c.startswith(ref + "/") or ref.startswith(c + "/")), None)
+            if other is not None:
+                return (CONFLICT, same_time_conflict(other, ref))
+            created.append(ref)
+    if not deleting:
+        present = (
+            push.git.has_commit(repo_id, push.packs, update.new, push.tips)
+            if is_branch
+            else push.git.has_object(repo_id, push.packs, update.new, push.tips)
+        )
+        if not present:
+            return (INVALID, MISSING_OBJECTS)
+    protection = push.state.branch_protection(repo_id, ref[len(HEADS) :]) if is_branch else None
+    if protection is not None:
+        if refusal := _protection_refusal(push, protection, creating=current is None, deleting=deleting):
+            return (FORBIDDEN, refusal)
+    if current is None or deleting:
+        return None
+    if ref.startswith(TAGS):
+        return None if update.force else (CONFLICT, TAG_EXISTS)
+    if push.git.is_ancestor(repo_id, push.packs, current, update.new):
+        return None
+    if not update.force:
+        return (CONFLICT, NON_FAST_FORWARD)
+    if protection is not None and not protection.allow_force_pushes:
+        return (FORBIDDEN, PROTECTED_FORCE)
+    return None
+
+
+def _size(n: int) -> str:
+    """A byte count as git users read it (1.00 GiB, 100 MiB)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if n % size == 0 else f"{value:.2f} {unit}"
+    return f"{n} bytes"
+
+
+def _push_refs_v1(state: LedgerState, cmd: p.PushRefsV1, ctx: HandlerContext) -> Decision:
+    """Protocol version 1: all refs or none (kept unchanged so old blocks replay the same)."""
     repo = find_readable_repo(state, ctx.actor, cmd.owner, cmd.repo)
     if isinstance(repo, Rejection):
         return repo

@@ -55,6 +55,10 @@ class GitView(Protocol):
         """Whether commit `ancestor` is `descendant` or reachable from it through parents."""
         ...
 
+    def oversized_objects(self, digest: str, limit: int) -> list[tuple[str, int]]:
+        """(sha, uncompressed size) of every object in pack `digest` larger than `limit`, by sha."""
+        ...
+
 
 class MemoryGitView:
     """A GitView over dicts: per-repository and per-pack commits (sha -> parents) and other objects.
@@ -69,6 +73,7 @@ class MemoryGitView:
         self.packs: dict[str, dict[str, tuple[str, ...]]] = {}
         self.repo_objects: dict[str, set[str]] = {}
         self.pack_objects: dict[str, set[str]] = {}
+        self.sizes: dict[str, dict[str, int]] = {}  # pack -> {sha: size}, for declared sizes
 
     def add_commit(self, repo_id: str, sha: str, parents: Iterable[str] = (), *, pack: str = "") -> None:
         """Store a commit in the repository, or in the pack `pack` when given."""
@@ -83,6 +88,14 @@ class MemoryGitView:
             else self.repo_objects.setdefault(repo_id, set())
         )
         target.add(sha)
+
+    def set_size(self, pack: str, sha: str, size: int) -> None:
+        """Declare the uncompressed size of an object in a pack (others count as small)."""
+        self.sizes.setdefault(pack, {})[sha] = size
+
+    def oversized_objects(self, digest: str, limit: int) -> list[tuple[str, int]]:
+        self._check_packs([digest])
+        return sorted((sha, n) for sha, n in self.sizes.get(digest, {}).items() if n > limit)
 
     def add_pack(self, pack: str) -> None:
         """Make a pack known even if it holds no objects (e.g. a push that only moves refs)."""

@@ -27,6 +27,7 @@ from domain.events import (
     UserCreated,
     UserKeyAdded,
 )
+from domain.rules import LATEST, Rules
 from domain.state import LedgerState
 
 
@@ -34,6 +35,13 @@ from domain.state import LedgerState
 class Command:
     payload: type[p.Payload]
     handle: Callable[[LedgerState, Any, HandlerContext], Decision]
+    #: The payload model under protocol version 1, where it differs (see `domain.rules`).
+    payload_v1: type[p.Payload] | None = None
+
+    def model(self, rules: Rules) -> type[p.Payload]:
+        if rules.version < 2 and self.payload_v1 is not None:
+            return self.payload_v1
+        return self.payload
 
 
 COMMANDS: dict[str, Command] = {
@@ -54,26 +62,26 @@ COMMANDS: dict[str, Command] = {
     "repo.delete": Command(p.RepoDelete, repos.delete_repo),
     "collaborator.set": Command(p.CollaboratorSet, repos.set_collaborator),
     "collaborator.remove": Command(p.CollaboratorRemove, repos.remove_collaborator),
-    "git.push_refs": Command(p.PushRefs, git.push_refs),
+    "git.push_refs": Command(p.PushRefs, git.push_refs, p.PushRefsV1),
     "repo.set_branch_protection": Command(p.BranchProtectionSet, git.set_branch_protection),
     "repo.remove_branch_protection": Command(p.BranchProtectionRemove, git.remove_branch_protection),
 }
 
 
-def parse_payload(kind: str, payload: dict[str, Any]) -> p.Payload | Rejection:
+def parse_payload(kind: str, payload: dict[str, Any], rules: Rules = LATEST) -> p.Payload | Rejection:
     """The validated payload model for `kind`, or the rejection the ledger would give (400/422)."""
     command = COMMANDS.get(kind)
     if command is None:
         return Rejection(BAD_TRANSACTION, f"unknown transaction kind {kind!r}")
     try:
-        return command.payload.model_validate(payload)
+        return command.model(rules).model_validate(payload)
     except ValidationError as e:
         return Rejection(INVALID, f"invalid {kind} payload: {format_validation_error(e, 'payload.')}")
 
 
 def decide(state: LedgerState, tx: Transaction, ctx: HandlerContext) -> Decision:
     """Events for an authenticated transaction, or why it is refused."""
-    parsed = parse_payload(tx.kind, tx.payload)
+    parsed = parse_payload(tx.kind, tx.payload, ctx.rules)
     if isinstance(parsed, Rejection):
         return parsed
     return COMMANDS[tx.kind].handle(state, parsed, ctx)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from commands.auth import authenticate
-from commands.decision import BAD_TRANSACTION, CONFLICT, INTERNAL, OK, HandlerContext, Rejection
+from commands.decision import BAD_TRANSACTION, CONFLICT, INTERNAL, OK, Accepted, HandlerContext, Rejection
 from commands.envelope import EnvelopeError, NodeAttestation, Transaction, decode_transaction
 from commands.git_view import GitView, GitViewError
 from commands.handlers import decide, result_of
@@ -23,6 +23,7 @@ from domain.events import Event, RecordedEvent, TokenIssued, UserCreated
 from domain.evolve import apply_event, finish_block, mark_applied, start_chain
 from domain.ids import derive_id
 from domain.names import email_error, login_error
+from domain.rules import LATEST, Rules
 from domain.state import VERSIONS, LedgerState
 
 APP_HASH_DOMAIN = b"stele/apphash/v1"
@@ -45,6 +46,8 @@ class BlockContext:
     timestamp_ms: int
     validators: tuple[bytes, ...]
     git: GitView | None = field(default=None, compare=False)
+    #: The protocol rules at this height (`ChainRules.at(height)`).
+    rules: Rules = LATEST
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ class _Recorder:
             apply_event(self.state, event)
 
 
-def _run_handler(state: LedgerState, tx: Transaction, ctx: HandlerContext) -> list[Event] | Rejection:
+def _run_handler(state: LedgerState, tx: Transaction, ctx: HandlerContext) -> Accepted | Rejection:
     """The handler's decision; a handler bug becomes a deterministic 500 receipt, not a crash.
 
     A `GitViewError` is the node's own fault (it cannot answer about git objects every
@@ -174,7 +177,11 @@ def _run_handler(state: LedgerState, tx: Transaction, ctx: HandlerContext) -> li
         raise
     except Exception as e:  # any handler failure must become a receipt
         return Rejection(INTERNAL, f"internal error in handler: {type(e).__name__}")
-    if isinstance(decision, list) and not all(isinstance(e, Event) for e in decision):
+    if isinstance(decision, Rejection):
+        return decision
+    if isinstance(decision, list):
+        decision = Accepted(decision, result_of(decision))
+    if not all(isinstance(e, Event) for e in decision.events):
         return Rejection(INTERNAL, "internal error in handler: not an event")
     return decision
 
@@ -197,7 +204,7 @@ def execute_block(
     for index, raw in enumerate(txs):
         tx_id = hashlib.sha256(raw).hexdigest()
         first_event = len(recorder.events)
-        outcome: list[Event] | Rejection
+        outcome: Accepted | Rejection
         actor_id = ""
         try:
             # Replays first: any bytes seen before, valid or not, get the duplicate receipt.
@@ -218,7 +225,9 @@ def execute_block(
                 else:
                     actor_id = actor.user_id
                     node = tx.auth.node if isinstance(tx.auth, NodeAttestation) else None
-                    hctx = HandlerContext(tx_id, ctx.height, ctx.timestamp_ms, actor, ctx.git, node)
+                    hctx = HandlerContext(
+                        tx_id, ctx.height, ctx.timestamp_ms, actor, ctx.git, node, ctx.rules
+                    )
                     outcome = _run_handler(fork, tx, hctx)
         if isinstance(outcome, Rejection):
             receipts.append(
@@ -227,9 +236,11 @@ def execute_block(
                 )
             )
         else:
-            recorder.record(outcome, tx_id, index, actor_id)
+            recorder.record(outcome.events, tx_id, index, actor_id)
             count = len(recorder.events) - first_event
-            receipts.append(Receipt(tx_id, ctx.height, index, True, OK, "ok", count, result_of(outcome)))
+            receipts.append(
+                Receipt(tx_id, ctx.height, index, True, OK, outcome.message, count, dict(outcome.result))
+            )
         mark_applied(fork, tx_id)
     app_hash = app_hash_step(prev_app_hash, ctx.height, receipts, recorder.events)
     finish_block(fork, ctx.height, app_hash)

@@ -171,6 +171,8 @@ class CollaboratorRemove(Payload):
 # -- git refs and branch protection ----------------------------------------------------
 
 MAX_PUSH_UPDATES = 1000
+#: Longest ref name a payload may carry (characters); `domain.refs` refuses long ones per ref.
+MAX_REF_CHARS = 4096
 MAX_REVIEW_COUNT = 6  # GitHub's upper bound for required approving reviews
 MAX_RESTRICT_PUSHERS = 100
 
@@ -191,7 +193,10 @@ class RefUpdate(Payload):
         return new
 
 
-class PushRefs(Payload):
+class PushRefsV1(Payload):
+    """A push under protocol version 1: every ref must be a valid branch or tag, or the whole
+    payload is refused (422), and the push is all or nothing."""
+
     owner: Ref
     repo: Ref
     pack_digest: PackDigest = ""
@@ -200,6 +205,41 @@ class PushRefs(Payload):
     @field_validator("updates")
     @classmethod
     def _unique_refs(cls, updates: list[RefUpdate]) -> list[RefUpdate]:
+        if len({u.ref for u in updates}) != len(updates):
+            raise ValueError("a ref may appear only once in a push")
+        return updates
+
+
+class PushRefUpdate(Payload):
+    """One ref of a push (protocol version 2). The name is only bounded here: the handler
+    refuses a name git would refuse for that ref alone (`domain.refs`), not the whole push."""
+
+    ref: Annotated[str, Field(min_length=1, max_length=MAX_REF_CHARS)]
+    old: Sha
+    new: Sha
+    force: bool = False  # accept a non-fast-forward (unless branch protection forbids it)
+
+    @field_validator("new")
+    @classmethod
+    def _changes(cls, new: str, info: ValidationInfo) -> str:
+        if info.data.get("old") == new:
+            raise ValueError("new must differ from old")
+        return new
+
+
+class PushRefs(Payload):
+    """A push: each ref is decided on its own unless `atomic` (git push --atomic) asks for
+    all or nothing."""
+
+    owner: Ref
+    repo: Ref
+    pack_digest: PackDigest = ""
+    atomic: bool = False
+    updates: Annotated[list[PushRefUpdate], Field(min_length=1, max_length=MAX_PUSH_UPDATES)]
+
+    @field_validator("updates")
+    @classmethod
+    def _unique_refs(cls, updates: list[PushRefUpdate]) -> list[PushRefUpdate]:
         if len({u.ref for u in updates}) != len(updates):
             raise ValueError("a ref may appear only once in a push")
         return updates

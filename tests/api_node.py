@@ -24,6 +24,7 @@ import httpx
 
 from adapters.keys import generate_key, save_key
 from consensus.genesis import Genesis, ValidatorInfo
+from domain.rules import ChainRules
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_LOGIN = "admin"
@@ -99,11 +100,37 @@ def start_api_node(tmp: Path, timeout_s: float = 30.0, extra_args: Sequence[str]
                     "login": ADMIN_LOGIN,
                     "email": ADMIN_EMAIL,
                     "token_hash": hashlib.sha256(admin_token.encode()).hexdigest(),
-                }
+                },
+                "protocol": ChainRules.latest().to_json(),
             },
         )
         genesis.save(genesis_path)
-    log_path = tmp / "node.log"
+    return run_node(
+        tmp / "data",
+        genesis_path,
+        key_path,
+        http_port,
+        p2p_port,
+        admin_token,
+        tmp / "node.log",
+        timeout_s=timeout_s,
+        extra_args=extra_args,
+    )
+
+
+def run_node(
+    data_dir: Path,
+    genesis_path: Path,
+    key_path: Path,
+    http_port: int,
+    p2p_port: int,
+    admin_token: str,
+    log_path: Path,
+    *,
+    timeout_s: float = 30.0,
+    extra_args: Sequence[str] = (),
+) -> ApiNode:
+    """Run `stele node run` on these files and ports, and wait until it is ready."""
     cmd = [
         sys.executable,
         "-m",
@@ -111,7 +138,7 @@ def start_api_node(tmp: Path, timeout_s: float = 30.0, extra_args: Sequence[str]
         "node",
         "run",
         "--data-dir",
-        str(tmp / "data"),
+        str(data_dir),
         "--genesis",
         str(genesis_path),
         "--key",

@@ -1,4 +1,6 @@
-"""git.push_refs and branch protection, executed through real blocks with an in-memory GitView."""
+"""git.push_refs and branch protection under protocol version 1 (all or nothing), executed through
+real blocks with an in-memory GitView. Version 1 must keep deciding exactly as it did, so that
+chains started before version 2 replay to the same receipts; version 2 is in test_push_rules.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from commands.git_view import GitViewError, MemoryGitView
 from commands.ledger import BlockContext, Receipt, execute_block, precheck_transaction
 from domain.events import ZERO_SHA
 from domain.records import BranchProtection
+from domain.rules import LEGACY, Rules
 from domain.state import LedgerState
 from tests.test_ledger_support import ADMIN, CHAIN_ID, GENESIS_MS, VALIDATORS, Chain, user_public_key
 
@@ -31,13 +34,14 @@ A, B, C, D, X = sha("a"), sha("b"), sha("c"), sha("d"), sha("x")  # A <- B <- C,
 class GitChain(Chain):
     """The ledger test chain with a MemoryGitView wired into every block."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: Rules = LEGACY) -> None:
         super().__init__()
         self.git: MemoryGitView | None = MemoryGitView()
+        self.rules = rules
 
     def ctx(self, height: int | None = None) -> BlockContext:
         h = self.state.height + 1 if height is None else height
-        return BlockContext(CHAIN_ID, h, GENESIS_MS + 1000 * h, VALIDATORS, self.git)
+        return BlockContext(CHAIN_ID, h, GENESIS_MS + 1000 * h, VALIDATORS, self.git, self.rules)
 
     def repo_id(self, owner: str = "alice", name: str = "r") -> str:
         repo = self.state.repo_by_name(owner, name)
