@@ -28,13 +28,15 @@ from typing import Any
 from adapters.consensus_host import NodeHalt
 from adapters.event_store import EventStore
 from adapters.git.pack_view import PackView
+from adapters.git.repair import RepoRepairs, RepoTarget
 from adapters.git.store import GitStore
 from commands.envelope import EnvelopeError, decode_transaction
 from commands.ledger import BlockContext, BlockResult, GenesisAdmin, Receipt, execute_block, genesis_state
 from consensus.genesis import Genesis
 from consensus.interface import Finalized, FinalizedStore
 from consensus.types import Block, genesis_block
-from domain.events import ZERO_SHA, RecordedEvent
+from domain.events import RecordedEvent
+from domain.rules import ChainRules
 from domain.state import LedgerState
 from projections.projector import Projector
 from projections.read_models import ReadModels
@@ -88,6 +90,7 @@ class LedgerHost:
         self.chain_id = genesis.chain_id
         self.validators = tuple(v.pubkey for v in genesis.validators)
         self.genesis = genesis
+        self.rules = ChainRules.from_genesis(genesis.extra)
         g = genesis_state(genesis.chain_id, genesis_admin(genesis), genesis.genesis_time_ms, self.validators)
         self.events = EventStore(data_dir=data_dir, url=event_store_url)
         self.projector = Projector(data_dir / "readmodels.duckdb")
@@ -106,6 +109,12 @@ class LedgerHost:
         self.git_view = PackView(git) if git is not None else None
         #: Asks the node to fetch a pack from peers (the blob sync); idempotent.
         self.want_pack: Callable[[str], None] = lambda _digest: None
+        #: Bare repositories whose writing failed here, to rebuild from the ledger.
+        self.repairs = (
+            RepoRepairs(git, self.git_target, lambda digest: self.want_pack(digest))
+            if git is not None
+            else None
+        )
         #: Drops a pending transaction from the mempool (one whose pack never came).
         self.evict_tx: Callable[[bytes], object] = lambda _raw: None
         self._unready: OrderedDict[bytes, float] = OrderedDict()  # tx id -> first seen waiting
@@ -216,11 +225,21 @@ class LedgerHost:
     # ------------------------------------------------------------------ consensus application
 
     def _context(self, block: Block) -> BlockContext:
-        return BlockContext(self.chain_id, block.height, block.timestamp_ms, self.validators, self.git_view)
+        return BlockContext(
+            self.chain_id,
+            block.height,
+            block.timestamp_ms,
+            self.validators,
+            self.git_view,
+            self.rules.at(block.height),
+        )
 
     def next_context(self, timestamp_ms: int) -> BlockContext:
         """The context of a block on the applied tip (for prechecks)."""
-        return BlockContext(self.chain_id, self.tip.height + 1, timestamp_ms, self.validators, self.git_view)
+        height = self.tip.height + 1
+        return BlockContext(
+            self.chain_id, height, timestamp_ms, self.validators, self.git_view, self.rules.at(height)
+        )
 
     def _after(self, block: Block) -> tuple[LedgerState, bytes] | None:
         """The state and app hash after `block`, executing it (and unfinal ancestors) if needed."""
@@ -333,20 +352,50 @@ class LedgerHost:
         """Make the block's accepted pushes visible in the bare repositories: objects, then refs.
 
         Idempotent (a replay after a crash redoes it), and done before anyone waiting for
-        the receipt is told, so an acknowledged push is readable here.
+        the receipt is told, so an acknowledged push is readable here. The repositories
+        are derived state: a failure to write one (a full disk, a damaged directory) is
+        this node's alone, so it marks the repository for repair and never stops the
+        chain or changes what was recorded.
         """
-        if self.git is None:
+        if self.git is None or self.repairs is None:
             return
         for event in result.events:
             if event.type != "RefsUpdated":
                 continue
-            repo_id, digest, refs = _push_effects(event)
-            if digest:
-                self.git.import_pack(repo_id, digest)
-            self.git.set_refs(repo_id, refs)
+            repo_id, digest = _push_effects(event)
+            if self.repairs.needs_repair(repo_id):
+                self.repairs.mark(repo_id, "a push was applied while it waits for repair")
+                continue
             repo = result.state.repo(repo_id)
-            if repo is not None:
-                self.git.set_head(repo_id, repo.default_branch)
+            try:
+                if digest:
+                    self.git.import_pack(repo_id, digest)
+                self.git.write_refs(repo_id, dict(result.state.refs(repo_id)))
+                if repo is not None:
+                    self.git.set_head(repo_id, repo.default_branch)
+            except Exception as exc:  # any local fault: the ledger's outcome stands
+                self.repairs.mark(repo_id, f"writing the push at height {result.height} failed: {exc!r}")
+
+    def git_target(self, repo_id: str) -> RepoTarget | None:
+        """What the applied state says the repository's bare copy must hold."""
+        repo = self.state.repo(repo_id)
+        if repo is None:
+            return None
+        return RepoTarget(self.state.repo_packs(repo_id), dict(self.state.refs(repo_id)), repo.default_branch)
+
+    def check_repositories(self) -> int:
+        """Mark every bare repository whose refs or HEAD differ from the applied state; the count."""
+        if self.git is None or self.repairs is None:
+            return 0
+        marked = 0
+        for repo_id in self.state.repo_ids():
+            target = self.git_target(repo_id)
+            if target is None or (not target.refs and not self.git.exists(repo_id)):
+                continue
+            if not self.git.refs_match(repo_id, target.refs, target.head_branch):
+                self.repairs.mark(repo_id, "its refs on disk differ from the ledger's")
+                marked += 1
+        return marked
 
     # ------------------------------------------------------------------ waiting for results
 
@@ -425,13 +474,7 @@ def _pack_of(raw: bytes) -> tuple[str, ...]:
     return (digest,)
 
 
-def _push_effects(event: RecordedEvent) -> tuple[str, str, dict[str, str | None]]:
+def _push_effects(event: RecordedEvent) -> tuple[str, str]:
+    """The repository a push changed and the pack it brought ("" if none)."""
     data = event.data
-    repo_id = str(data["repo_id"])
-    digest = str(data.get("pack_digest") or "")
-    updates = data["updates"]
-    assert isinstance(updates, list)
-    refs: dict[str, str | None] = {
-        str(u["ref"]): None if u["new"] == ZERO_SHA else str(u["new"]) for u in updates
-    }
-    return repo_id, digest, refs
+    return str(data["repo_id"]), str(data.get("pack_digest") or "")

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from adapters.consensus_host import ConsensusHost
 from adapters.git.store import GitStore
 from adapters.ledger_host import LedgerHost
-from api import git_http, routes_chain, routes_ledger, v3
+from api import git_http, routes_admin, routes_chain, routes_ledger, v3
 from api.errors import install_error_handlers
 from api.gateway import CommandGateway
 from api.limits import BodyLimit
@@ -43,5 +43,6 @@ def create_app(
     app.include_router(routes_chain.router)
     app.include_router(v3.router, prefix="/api/v3")
     app.include_router(routes_ledger.router)
+    app.include_router(routes_admin.router)
     app.include_router(git_http.router)
     return app

@@ -61,12 +61,12 @@ from adapters.git.protocol import (
     read_commands,
     report_status,
     service_preamble,
-    valid_ref_name,
 )
 from adapters.git.store import DEFAULT_MAX_PACK_BYTES, GitStore
 from adapters.ledger_host import LedgerHost
 from api.auth import Caller, authenticate
 from api.errors import ApiError
+from api.v3.contents import REPAIRING_MESSAGE
 from domain.permissions import WRITE, effective_permission, rank
 from domain.records import Repo
 
@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 #: command: None is `ok <ref>`, a string is `ng <ref> <reason>`. Called only with commands
 #: that passed the early checks (ref names, objects present, write permission).
 PushHandler = Callable[
-    [Caller, Repo, Sequence[RefUpdate], ReceivedPack | None], Awaitable[list[tuple[str, str | None]]]
+    [Caller, Repo, Sequence[RefUpdate], ReceivedPack | None, bool], Awaitable[list[tuple[str, str | None]]]
 ]
 
 PUSH_DISABLED = "pushes are not enabled on this node"
@@ -265,6 +265,9 @@ def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
         if caller is None:
             raise GitHttpError(401, "Authentication required", REALM_HEADER)
         raise GitHttpError(404, "Repository not found.")
+    repairs = getattr(ledger, "repairs", None)
+    if repairs is not None and repairs.needs_repair(record.repo_id):
+        raise GitHttpError(503, REPAIRING_MESSAGE, {"Retry-After": "5"})
     if push and rank(permission) < rank(WRITE):
         if caller is None:
             raise GitHttpError(401, "Authentication required to push", REALM_HEADER)
@@ -389,17 +392,9 @@ def _unpack(ctx: _Context, spool: BinaryIO, too_large: bool) -> _Unpacked:
             )
         except PackRejected as exc:
             return _Unpacked(commands, None, str(exc), {})
-    refused: dict[str, str] = {}
-    digest = pack.digest if pack is not None else ""
-    for update in commands.updates:
-        if not valid_ref_name(update.ref):
-            refused[update.ref] = "funny refname"
-        elif update.new is not None and not ctx.store.has_object(ctx.repo.repo_id, digest, update.new):
-            refused[update.ref] = "missing necessary objects"
-    if refused and commands.atomic:
-        for update in commands.updates:
-            refused.setdefault(update.ref, "atomic push failed")
-    return _Unpacked(commands, pack, None, refused)
+    # Ref names, objects and everything else are the ledger's to decide (its precheck
+    # answers at once for what it would refuse).
+    return _Unpacked(commands, pack, None, {})
 
 
 async def _push_result(request: Request, ctx: _Context, outcome: _Unpacked) -> AsyncIterator[bytes]:
@@ -427,7 +422,9 @@ async def _push_result(request: Request, ctx: _Context, outcome: _Unpacked) -> A
             yield progress_message(
                 f"Stele: pack sha256:{p.digest[:16]} ({p.object_count} objects) received\n"
             )
-        task = asyncio.ensure_future(handler(ctx.caller, ctx.repo, tuple(pending), outcome.pack))
+        task = asyncio.ensure_future(
+            handler(ctx.caller, ctx.repo, tuple(pending), outcome.pack, commands.atomic)
+        )
         _RUNNING.add(task)  # a client that hangs up does not cancel a push already submitted
         task.add_done_callback(_RUNNING.discard)
         while not task.done():

@@ -9,13 +9,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from adapters.consensus_host import ConsensusHost
+from adapters.ledger_host import LedgerHost
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class _NodeCollector(Collector):
-    def __init__(self, host: ConsensusHost) -> None:
+    def __init__(self, host: ConsensusHost, ledger: LedgerHost | None) -> None:
         self.host = host
+        self.ledger = ledger
 
     def collect(self) -> Iterator[Metric]:
         h = self.host
@@ -52,14 +54,27 @@ class _NodeCollector(Collector):
         for name, count in sorted(h.p2p.stats.as_dict().items()):
             p2p.add_metric([name], count)
         yield p2p
+        repairs = self.ledger.repairs if self.ledger is not None else None
+        if repairs is not None:
+            yield GaugeMetricFamily(
+                "stele_git_repos_needing_repair",
+                "Bare repositories on this node that differ from the ledger and wait for a rebuild",
+                value=len(repairs),
+            )
+            counts = CounterMetricFamily(
+                "stele_git_repairs", "Repository repairs on this node, by outcome", labels=["outcome"]
+            )
+            for name, count in sorted(repairs.stats.items()):
+                counts.add_metric([name], count)
+            yield counts
 
 
 class NodeMetrics:
     """Owns a per-node registry so several nodes can live in one test process."""
 
-    def __init__(self, host: ConsensusHost) -> None:
+    def __init__(self, host: ConsensusHost, ledger: LedgerHost | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_NodeCollector(host))
+        self.registry.register(_NodeCollector(host, ledger))
         self.tx_finality = Histogram(
             "stele_tx_finality_seconds",
             "Time from a transaction's submission on this node to its finalization",

@@ -100,7 +100,11 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
     except NodeHalt as exc:
         ledger.close()
         raise NodeStartError(f"ledger recovery failed: {exc}") from None
-    metrics = NodeMetrics(host)
+    if ledger.repairs is not None:
+        marked = ledger.check_repositories()
+        if marked:
+            log.warning("%d repositories differ from the ledger on disk; repairing them", marked)
+    metrics = NodeMetrics(host, ledger)
     app = create_app(host, metrics, ledger, seed, git_store=git_store, offer_pack=blobs.offer)
     config = uvicorn.Config(
         app,
@@ -120,6 +124,7 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
             f"cannot listen for P2P on {opts.p2p_host}:{opts.p2p_port}: {exc.strerror}"
         ) from None
     http_task = asyncio.create_task(server.serve())
+    repair_task = asyncio.create_task(ledger.repairs.run()) if ledger.repairs is not None else None
     log.info(
         "node %d (%s) of chain %s: http://%s:%d p2p %s:%d, finalized height %d",
         host.index,
@@ -143,6 +148,10 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
     finally:
         server.should_exit = True
         stop_task.cancel()
+        if repair_task is not None:
+            repair_task.cancel()
+            with contextlib.suppress(BaseException):
+                await repair_task
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(http_task, 5)
         await blobs.stop()
@@ -163,6 +172,8 @@ def _pack_sync(opts: NodeOptions, git: GitStore, host: ConsensusHost, ledger: Le
             host.halt(halt)
             return
         host.app_ready()  # and proposals waiting for it can be voted on
+        if ledger.repairs is not None:
+            ledger.repairs.wake()  # a repair may have waited for this pack
 
     blobs = BlobSync(
         source=PackBlobs(git),

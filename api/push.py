@@ -56,7 +56,12 @@ class PushService:
         self.offer_pack = offer_pack
 
     async def __call__(
-        self, caller: Caller, repo: Repo, updates: Sequence[RefUpdate], pack: ReceivedPack | None
+        self,
+        caller: Caller,
+        repo: Repo,
+        updates: Sequence[RefUpdate],
+        pack: ReceivedPack | None,
+        atomic: bool = False,
     ) -> PushResult:
         digest = pack.digest if pack is not None else ""
         payload: dict[str, Any] = {
@@ -68,6 +73,8 @@ class PushService:
                 for u in updates
             ],
         }
+        if atomic and self.gateway.ledger.rules.at(self.gateway.ledger.height + 1).version >= 2:
+            payload["atomic"] = True
         gateway = self.gateway
         raw = gateway.build(caller, PUSH_KIND, payload)
         try:

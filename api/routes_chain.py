@@ -52,6 +52,14 @@ async def ready(request: Request) -> JSONResponse:
     ledger: LedgerHost = request.app.state.ledger
     if ledger.waiting_for_packs:
         reasons.append(f"applied height {ledger.height}: waiting for packs from peers")
+    repairs = ledger.repairs
+    if repairs is not None and len(repairs):
+        names = []
+        for entry in repairs.pending()[:10]:
+            repo = ledger.state.repo(entry.repo_id)
+            names.append(repo.full_name if repo is not None else entry.repo_id)
+        more = f" and {len(repairs) - len(names)} more" if len(repairs) > len(names) else ""
+        reasons.append(f"repairing repositories on this node: {', '.join(names)}{more}")
     if reasons:
         return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
     return JSONResponse({"status": "ready"})

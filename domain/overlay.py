@@ -125,6 +125,14 @@ class Overlay:
                 return None if value is _DELETED else value
         return None
 
+    def keys(self, table: str) -> list[Hashable]:
+        """Every live key of a flat table, across layers (unordered; callers sort)."""
+        seen: dict[Hashable, bool] = {}
+        for layer in self._layers():
+            for key, value in layer._flat.get(table, {}).items():
+                seen.setdefault(key, value is not _DELETED)
+        return [k for k, live in seen.items() if live]
+
     def put(self, table: str, key: Hashable, value: Any) -> None:
         self._writable()
         if value is None:

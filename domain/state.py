@@ -193,6 +193,10 @@ class LedgerState(Overlay):
         value = self.get(REPOS, repo_id)
         return value if isinstance(value, Repo) else None
 
+    def repo_ids(self) -> tuple[str, ...]:
+        """Every repository's id, sorted."""
+        return tuple(sorted(str(k) for k in self.keys(REPOS)))
+
     def repo_by_name(self, owner_login: str, name: str) -> Repo | None:
         repo_id = self.get(REPO_NAMES, (owner_login.lower(), name.lower()))
         return self.repo(repo_id) if isinstance(repo_id, str) else None

@@ -107,7 +107,7 @@ def test_thin_pack_is_completed_into_a_self_contained_pack(
 ) -> None:
     base = rev(work, "HEAD")
     store.import_pack("r1", receive_pack(store, "r1", pack_of(work, base)).digest)
-    store.set_refs("r1", {"refs/heads/main": base})
+    store.write_refs("r1", {"refs/heads/main": base})
     text = (work / "big.txt").read_text()
     new = commit(work, "big.txt", text.replace("line 1500 ", "LINE 1500 "))
     thin = pack_of(work, new, f"^{base}", thin=True)
@@ -207,21 +207,21 @@ def test_import_makes_objects_visible_to_git(store: GitStore, work: Path) -> Non
     bare = store.repo_path("r1")
     assert git("cat-file", "-t", head, cwd=bare).strip() == b"commit"
     assert store.has_commit("r1", "", head) and store.has_commit("r1", "", first)
-    store.set_refs("r1", {"refs/heads/main": head, "refs/tags/v1": first})
+    store.write_refs("r1", {"refs/heads/main": head, "refs/tags/v1": first})
     store.set_head("r1", "main")
     git("fsck", "--strict", "--no-dangling", cwd=bare)
     refs = git("for-each-ref", "--format=%(refname) %(objectname)", cwd=bare).decode().split("\n")
     assert f"refs/heads/main {head}" in refs and f"refs/tags/v1 {first}" in refs
     assert git("symbolic-ref", "HEAD", cwd=bare).strip() == b"refs/heads/main"
     assert store.refs("r1") == {"refs/heads/main": head, "refs/tags/v1": first}
-    store.set_refs("r1", {"refs/tags/v1": None, "refs/heads/dev": first})
+    store.write_refs("r1", {"refs/heads/main": head, "refs/heads/dev": first})
     assert store.refs("r1") == {"refs/heads/dev": first, "refs/heads/main": head}
     store.set_head("r1", "dev")
     assert store.head("r1") == "refs/heads/dev"
     with pytest.raises(ValueError):
-        store.set_refs("r1", {"refs/heads/bad..name": head})
+        store.write_refs("r1", {"refs/heads/bad name": head})
     with pytest.raises(ValueError):
-        store.set_refs("r1", {"refs/heads/x": "not-a-sha"})
+        store.write_refs("r1", {"refs/heads/x": "not-a-sha"})
     with pytest.raises(ValueError):
         store.repo_path("../escape")
     with pytest.raises(FileNotFoundError):
@@ -232,7 +232,7 @@ def test_ancestry_and_completeness_across_repo_and_quarantine(store: GitStore, w
     base = rev(work, "HEAD")
     root = rev(work, "HEAD~1")
     store.import_pack("r1", receive_pack(store, "r1", pack_of(work, base)).digest)
-    store.set_refs("r1", {"refs/heads/main": base})
+    store.write_refs("r1", {"refs/heads/main": base})
     c1 = commit(work, "src/b.py", "b = 1\n")
     c2 = commit(work, "big.txt", "rewritten\n")
     git("tag", "-a", "-m", "release", "v2", cwd=work)

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,7 +209,7 @@ def test_force_pushes_non_fast_forward_and_protected_branches(forge: Forge, tmp_
     assert "protected branch: force push not allowed" in refused.stdout + refused.stderr
     deleted = forge.push(work, 0, "guarded", ":main", check=False)
     assert deleted.returncode != 0
-    assert "protected branch: deletion not allowed" in deleted.stdout + deleted.stderr
+    assert "refusing to delete the current branch: refs/heads/main" in deleted.stdout + deleted.stderr
     for i in range(4):
         assert forge.remote_refs(i, "guarded", protected_at)["refs/heads/main"] == rewritten
     # A fast-forward is still fine.
@@ -287,3 +288,115 @@ def test_a_validator_killed_during_a_push(forge: Forge, tmp_path: Path) -> None:
     clone = forge.clone(3, "crash", tmp_path / "after", position)
     assert head(clone) == head(work)
     git("fsck", "--strict", cwd=clone)
+
+
+def _metrics(forge: Forge, i: int) -> str:
+    r = httpx.get(f"{forge.net.url(i)}/metrics", timeout=5)
+    r.raise_for_status()
+    return r.text
+
+
+def _metric(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _heights(forge: Forge) -> list[int]:
+    return [int(_ledger(forge, i)["height"]) for i in range(4)]
+
+
+def test_hostile_ref_names_are_refused_per_ref_and_every_node_goes_on(forge: Forge, tmp_path: Path) -> None:
+    """The four pushes that once halted every validator for good (issue 8's A-D)."""
+    forge.create_repo("hostile")
+    work = _work(tmp_path)
+    tip = head(work)
+    forge.push(work, 0, "hostile", "main")
+    long = "a" * 251
+    # A: a component too long for a file name.
+    a = forge.push(work, 1, "hostile", f"main:refs/heads/{long}", check=False)
+    assert a.returncode != 0 and f"cannot lock ref 'refs/heads/{long}': a component is 251 bytes" in a.stdout
+    # B: a ref below an existing one.
+    forge.push(work, 2, "hostile", "main:refs/heads/df")
+    b = forge.push(work, 3, "hostile", "main:refs/heads/df/sub", check=False)
+    assert b.returncode != 0
+    assert "'refs/heads/df' exists; cannot create 'refs/heads/df/sub'" in b.stdout
+    # C: both in one push: the first goes in, the second is refused on its own.
+    c = forge.push(work, 0, "hostile", "main:refs/heads/sp", "main:refs/heads/sp/x", check=False)
+    assert c.returncode != 0
+    assert re.search(r"^\*\trefs/heads/main:refs/heads/sp\t\[new branch\]$", c.stdout, re.MULTILINE), c.stdout
+    assert "'refs/heads/sp' exists; cannot create 'refs/heads/sp/x'" in c.stdout
+    # D: a ref above an existing one.
+    forge.push(work, 1, "hostile", "main:refs/heads/rd/x")
+    d = forge.push(work, 2, "hostile", "main:refs/heads/rd", check=False)
+    assert d.returncode != 0 and "'refs/heads/rd/x' exists; cannot create 'refs/heads/rd'" in d.stdout
+    # Every node carries on: new blocks are finalized and applied everywhere, and agree.
+    commit(work, "after.txt", "still here\n")
+    position = pushed_position(forge.push(work, 3, "hostile", "main"))
+    expected = {
+        "refs/heads/main": head(work),
+        "refs/heads/df": tip,
+        "refs/heads/sp": tip,
+        "refs/heads/rd/x": tip,
+        "HEAD": head(work),
+    }
+    for i in range(4):
+        assert forge.remote_refs(i, "hostile", position) == expected
+    assert wait_until(lambda: min(_heights(forge)) >= position, 30)
+
+
+def test_a_node_that_cannot_write_a_repository_repairs_it_and_nobody_else_notices(
+    forge: Forge, tmp_path: Path
+) -> None:
+    forge.create_repo("fragile")
+    work = _work(tmp_path)
+    position = pushed_position(forge.push(work, 0, "fragile", "main"))
+    with forge.api(2) as c:
+        repo_id = c.get("/repos/alice/fragile", headers={"X-Stele-Min-Position": str(position)}).json()[
+            "node_id"
+        ]
+    bare = forge.net.nodes[2].dir / "git" / "repos" / f"{repo_id}.git"
+    assert (bare / "objects" / "pack").is_dir()
+    # Damage node 2's copy where the next push must write: its pack directory becomes a file.
+    shutil.rmtree(bare / "objects" / "pack")
+    (bare / "objects" / "pack").write_text("not a directory\n")
+    before = [_metric(_metrics(forge, i), 'stele_git_repairs_total{outcome="marked"}') for i in range(4)]
+    commit(work, "more.txt", "more\n")
+    position = pushed_position(forge.push(work, 0, "fragile", "main"))
+    # Node 2 noticed, rebuilt the repository from the ledger, and serves it again.
+    assert wait_until(
+        lambda: (
+            _metric(_metrics(forge, 2), 'stele_git_repairs_total{outcome="repaired"}') >= 1
+            and _metric(_metrics(forge, 2), "stele_git_repos_needing_repair") == 0
+        ),
+        60,
+    )
+    after = [_metric(_metrics(forge, i), 'stele_git_repairs_total{outcome="marked"}') for i in range(4)]
+    assert after[2] == before[2] + 1
+    assert [after[i] for i in (0, 1, 3)] == [before[i] for i in (0, 1, 3)]  # the others never noticed
+    clone = forge.clone(2, "fragile", tmp_path / "clone", position)
+    assert head(clone) == head(work)
+    git("fsck", "--strict", cwd=clone)
+    assert wait_until(lambda: min(_heights(forge)) >= position, 30)
+    # An operator can ask for a rebuild too (here after the refs were deleted by hand).
+    (bare / "packed-refs").unlink()
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(forge.net.admin_token() or "")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "node",
+            "repair-repo",
+            "alice/fragile",
+            "--node",
+            forge.net.url(2),
+            "--token-file",
+            str(token_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "alice/fragile: repaired" in done.stdout, done.stderr
+    assert forge.remote_refs(2, "fragile", position)["refs/heads/main"] == head(work)

@@ -30,18 +30,20 @@ import stat
 import tempfile
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from io import BytesIO
 from pathlib import Path
 from typing import Protocol
 
 from dulwich.object_format import SHA1
 from dulwich.objects import S_ISGITLINK, Commit, ObjectID, ShaFile, Tag, Tree
 from dulwich.pack import Pack
-from dulwich.refs import Ref, check_ref_format
+from dulwich.refs import Ref, check_ref_format, write_packed_refs
 from dulwich.repo import Repo
 
 from adapters.git.protocol import RefUpdate, valid_ref_name, valid_sha
+from consensus.files import atomic_write, fsync_dir
 
-__all__ = ["GitStore", "ObjectSource", "ObjectWalk", "RefUpdate"]
+__all__ = ["GitStore", "MissingPacks", "ObjectSource", "ObjectWalk", "RefUpdate"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -62,6 +64,7 @@ class GitStore:
         # (plus that pack's)
         self._complete: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
+        self._repo_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------------ repositories
 
@@ -84,10 +87,7 @@ class GitStore:
             return path
         work = Path(tempfile.mkdtemp(prefix="init-", dir=self.tmp_dir))
         try:
-            branch = (default_branch or "main").encode()
-            if not check_ref_format(Ref(b"refs/heads/" + branch)):
-                branch = b"main"
-            Repo.init_bare(str(work), default_branch=branch).close()
+            Repo.init_bare(str(work), default_branch=_branch_bytes(default_branch or "main")).close()
             with contextlib.suppress(FileExistsError, OSError):
                 os.rename(work, path)
         finally:
@@ -121,24 +121,65 @@ class GitStore:
             target = repo.refs.get_symrefs().get(Ref(b"HEAD"))
         return target.decode() if target is not None else None
 
-    def set_refs(self, repo_id: str, refs: Mapping[str, str | None]) -> None:
-        """Write refs from the ledger's state: ref -> 40-hex object id, or None to delete it.
+    def write_refs(self, repo_id: str, refs: Mapping[str, str]) -> None:
+        """Make the repository's refs exactly `refs` (the ledger's state: ref -> 40-hex id).
 
-        Applied in sorted order; every name and id is checked before anything is written.
+        Every ref goes into `packed-refs`, replaced atomically, and loose ref files are
+        removed. The ledger, not this filesystem, decides which names exist: a ref beside
+        another below it (`a` and `a/b`), or a component too long for a file name, is
+        stored like any other (protocol version 1 accepted such names; see `domain.refs`).
+        Raises ValueError for a name or id that `packed-refs` cannot hold, before writing.
         """
-        for name, sha in refs.items():
-            if not valid_ref_name(name):
-                raise ValueError(f"not a ref name: {name!r}")
-            if sha is not None and not valid_sha(sha):
-                raise ValueError(f"not an object id for {name}: {sha!r}")
-        with self.open(repo_id) as repo:
-            for name in sorted(refs):
-                sha = refs[name]
-                ref = Ref(name.encode())
-                if sha is None:
-                    repo.refs.remove_if_equals(ref, None)
-                else:
-                    repo.refs.set_if_equals(ref, None, ObjectID(sha.encode()))
+        data = _packed_refs(refs)
+        with self._repo_lock(repo_id):
+            path = self.ensure_repo(repo_id)
+            _publish_packed_refs(path, data)
+
+    def refs_match(self, repo_id: str, refs: Mapping[str, str], head_branch: str) -> bool:
+        """Whether the repository on disk has exactly these refs and HEAD (after a crash or repair)."""
+        if not self.exists(repo_id):
+            return not refs
+        try:
+            return self.refs(repo_id) == dict(refs) and self.head(repo_id) == f"refs/heads/{head_branch}"
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def rebuild(self, repo_id: str, packs: Sequence[str], refs: Mapping[str, str], head_branch: str) -> None:
+        """Build the repository afresh from the ledger's view of it, then swap it in.
+
+        `packs` are the quarantined packs of every accepted push (all of its objects),
+        `refs` and `head_branch` its finalized refs and default branch. Raises
+        `MissingPacks` if some pack is not on this node (fetch it, then try again).
+        """
+        missing = [d for d in packs if not self.has_pack(d)]
+        if missing:
+            raise MissingPacks(missing)
+        data = _packed_refs(refs)
+        work = Path(tempfile.mkdtemp(prefix="rebuild-", dir=self.tmp_dir))
+        trash: Path | None = None
+        try:
+            Repo.init_bare(str(work), default_branch=_branch_bytes(head_branch)).close()
+            for digest in packs:
+                self._link_pack(digest, work / "objects" / "pack")
+            _publish_packed_refs(work, data)
+            with self._repo_lock(repo_id):
+                path = self.repo_path(repo_id)
+                if path.exists():
+                    trash = Path(tempfile.mkdtemp(prefix="trash-", dir=self.tmp_dir)) / "repo"
+                    os.rename(path, trash)
+                os.rename(work, path)
+                fsync_dir(self.repos_dir)
+        finally:
+            for leftover in (work, trash.parent if trash is not None else None):
+                if leftover is not None and leftover.exists():
+                    shutil.rmtree(leftover, ignore_errors=True)
+
+    def _repo_lock(self, repo_id: str) -> threading.Lock:
+        with self._lock:
+            lock = self._repo_locks.get(repo_id)
+            if lock is None:
+                lock = self._repo_locks[repo_id] = threading.Lock()
+            return lock
 
     def refs(self, repo_id: str) -> dict[str, str]:
         """Every ref of the repository except HEAD, name -> 40-hex id."""
@@ -240,12 +281,15 @@ class GitStore:
         a block is harmless. The quarantined copy stays for peers (see `discard_pack`).
         """
         if not self.has_pack(digest):
-            raise FileNotFoundError(f"pack sha256:{digest} is not in quarantine")
+            raise MissingPacks([digest])
+        with self._repo_lock(repo_id):
+            self._link_pack(digest, self.ensure_repo(repo_id) / "objects" / "pack")
+
+    def _link_pack(self, digest: str, pack_dir: Path) -> None:
         base = self.pack_base(digest)
         with open(base.with_suffix(".pack"), "rb") as f:
             f.seek(-20, os.SEEK_END)
             name = "pack-" + f.read(20).hex()
-        pack_dir = self.ensure_repo(repo_id) / "objects" / "pack"
         pack_dir.mkdir(parents=True, exist_ok=True)
         for suffix in (".pack", ".idx"):
             target = pack_dir / (name + suffix)
@@ -270,6 +314,56 @@ class GitStore:
     def quarantined(self) -> list[str]:
         """The digests of every complete pack in quarantine, sorted."""
         return sorted(p.stem for p in self.packs_dir.glob("*.idx") if self.has_pack(p.stem))
+
+
+class MissingPacks(FileNotFoundError):
+    """Packs the ledger lists for a repository that this node does not hold (yet)."""
+
+    def __init__(self, digests: Sequence[str]) -> None:
+        super().__init__(f"packs not on this node: {', '.join('sha256:' + d[:16] for d in digests)}")
+        self.digests = tuple(digests)
+
+
+def _branch_bytes(branch: str) -> bytes:
+    raw = branch.encode()
+    return raw if check_ref_format(Ref(b"refs/heads/" + raw)) else b"main"
+
+
+def _packed_refs(refs: Mapping[str, str]) -> bytes:
+    """The `packed-refs` file for `refs`, sorted by name (git's byte order)."""
+    out = BytesIO()
+    packed: dict[Ref, ObjectID] = {}
+    for name, sha in refs.items():
+        raw = name.encode("utf-8")
+        if not raw.startswith(b"refs/") or any(b in raw for b in (0, 10, 13, 32)):
+            raise ValueError(f"a ref name packed-refs cannot hold: {name!r}")
+        if not valid_sha(sha):
+            raise ValueError(f"not an object id for {name!r}: {sha!r}")
+        packed[Ref(raw)] = ObjectID(sha.encode())
+    write_packed_refs(out, packed)
+    return out.getvalue()
+
+
+def _publish_packed_refs(path: Path, data: bytes) -> None:
+    """Replace `packed-refs` (if it differs) and remove every loose ref file beside it."""
+    target = path / "packed-refs"
+    try:
+        same = target.read_bytes() == data
+    except FileNotFoundError:
+        same = False
+    if not same:
+        atomic_write(target, data, 0o644)
+    refs_dir = path / "refs"
+    for root, dirs, files in os.walk(refs_dir, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(root, name))
+        for name in dirs:
+            sub = Path(root) / name
+            if sub not in (refs_dir / "heads", refs_dir / "tags"):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+    for keep in ("heads", "tags"):
+        (refs_dir / keep).mkdir(parents=True, exist_ok=True)
 
 
 def _parents(commit: Commit) -> tuple[str, ...]:

@@ -57,6 +57,10 @@ _MEDIA = re.compile(r"^application/vnd\.github(?:\.v3)?\.(raw|object|sha|html|di
 # ---------------------------------------------------------------------------- plumbing
 
 
+#: What reads of a repository answer while this node rebuilds its copy (see adapters.git.repair).
+REPAIRING_MESSAGE = "this node is repairing its copy of the repository; retry shortly or ask another node"
+
+
 @dataclass(frozen=True)
 class GitTarget:
     """A readable repository and its finalized refs, captured before leaving the event loop."""
@@ -77,6 +81,9 @@ def git_target(ctx: V3, owner: str, repo: str) -> GitTarget:
     if not isinstance(store, GitStore):
         raise ApiError(503, "git is not enabled on this node")
     repo_id = row["repo_id"]
+    repairs = getattr(getattr(ctx.request.app.state, "ledger", None), "repairs", None)
+    if repairs is not None and repairs.needs_repair(repo_id):
+        raise ApiError(503, REPAIRING_MESSAGE, {"Retry-After": "5"})
     full_name = f"{row['owner_login']}/{row['name']}"
     return GitTarget(
         store=store,
