@@ -74,7 +74,7 @@ def parse_payload(kind: str, payload: dict[str, Any], rules: Rules = LATEST) -> 
     if command is None:
         return Rejection(BAD_TRANSACTION, f"unknown transaction kind {kind!r}")
     try:
-        return command.model(rules).model_validate(payload)
+        return command.model(rules).model_validate(payload, context={"rules": rules})
     except ValidationError as e:
         return Rejection(INVALID, f"invalid {kind} payload: {format_validation_error(e, 'payload.')}")
 

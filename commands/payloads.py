@@ -10,19 +10,36 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from domain.events import OrgRole, Permission, TeamRole
 from domain.names import (
     branch_name_error,
+    branch_name_error_v2,
     email_error,
+    email_error_v2,
     login_error,
     ref_name_error,
     repo_name_error,
     team_name_error,
+    team_name_error_v2,
 )
+from domain.rules import LATEST, Rules
+
+Check = Callable[[str], str | None]
 
 
-def _rule(check: Callable[[str], str | None]) -> AfterValidator:
-    """Turn a `domain.names` check into a pydantic validator (its sentence becomes the 422 message)."""
+def rules_of(info: ValidationInfo) -> Rules:
+    """The protocol rules a payload is validated under (`parse_payload` passes them as context)."""
+    context = info.context
+    rules = context.get("rules") if isinstance(context, dict) else None
+    return rules if isinstance(rules, Rules) else LATEST
 
-    def validate(value: str) -> str:
-        error = check(value)
+
+def _rule(check: Check, check_v2: Check | None = None) -> AfterValidator:
+    """Turn a `domain.names` check into a pydantic validator (its sentence becomes the 422 message).
+
+    `check_v2` replaces `check` from protocol version 2 on.
+    """
+
+    def validate(value: str, info: ValidationInfo) -> str:
+        use = check_v2 if check_v2 is not None and rules_of(info).version >= 2 else check
+        error = use(value)
         if error is not None:
             raise ValueError(error)
         return value
@@ -31,11 +48,14 @@ def _rule(check: Callable[[str], str | None]) -> AfterValidator:
 
 
 Login = Annotated[str, _rule(login_error)]
-Email = Annotated[str, _rule(email_error)]
+Email = Annotated[str, _rule(email_error, email_error_v2)]
 RepoName = Annotated[str, _rule(repo_name_error)]
-TeamName = Annotated[str, _rule(team_name_error)]
-Branch = Annotated[str, _rule(branch_name_error)]
-ProtectedBranch = Annotated[str, _rule(lambda name: branch_name_error(name, "branch"))]
+TeamName = Annotated[str, _rule(team_name_error, team_name_error_v2)]
+Branch = Annotated[str, _rule(branch_name_error, branch_name_error_v2)]
+ProtectedBranch = Annotated[
+    str,
+    _rule(lambda name: branch_name_error(name, "branch"), lambda name: branch_name_error_v2(name, "branch")),
+]
 GitRef = Annotated[str, _rule(ref_name_error)]  # refs/heads/... or refs/tags/...
 Sha = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]  # a git object id; 40 zeros = no object
 PackDigest = Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]  # sha256 of the pack, "" = none

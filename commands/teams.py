@@ -28,7 +28,7 @@ from domain.events import (
     TeamRepoPermissionSet,
     TeamRepoRemoved,
 )
-from domain.names import team_slug
+from domain.names import team_slug, team_slug_v2
 from domain.records import Org, Repo, Team, User
 from domain.state import LedgerState
 
@@ -39,7 +39,7 @@ def create_team(state: LedgerState, cmd: p.TeamCreate, ctx: HandlerContext) -> D
         return org
     if denied := require_org_owner(state, ctx.actor, org):
         return denied
-    slug = team_slug(cmd.name)
+    slug = team_slug_v2(cmd.name) if ctx.rules.version >= 2 else team_slug(cmd.name)
     if state.team_by_slug(org.org_id, slug) is not None:
         return Rejection(CONFLICT, f"team {org.login}/{slug} already exists")
     return [

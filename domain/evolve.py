@@ -13,6 +13,7 @@ from typing import Any
 
 from domain import events as ev
 from domain import state as t
+from domain.names import ascii_lower
 from domain.records import BranchProtection, Org, Repo, Team, Token, User, UserKey
 from domain.state import LedgerState
 
@@ -63,7 +64,7 @@ def apply_event(state: LedgerState, event: ev.Event) -> None:
 
 def _user_created(s: LedgerState, e: ev.UserCreated) -> None:
     s.put(t.USERS, e.user_id, User(e.user_id, e.login, e.email, e.site_admin))
-    s.put(t.USER_LOGINS, e.login.lower(), e.user_id)
+    s.put(t.USER_LOGINS, ascii_lower(e.login), e.user_id)
     if e.site_admin:
         s.group_mut(t.G_SITE_ADMINS, "")[e.user_id] = True
 
@@ -74,7 +75,7 @@ def _user_key_added(s: LedgerState, e: ev.UserKeyAdded) -> None:
 
 
 def _token_issued(s: LedgerState, e: ev.TokenIssued) -> None:
-    token_hash = e.token_hash.lower()
+    token_hash = ascii_lower(e.token_hash)
     s.put(t.TOKENS, token_hash, Token(e.token_id, e.user_id, token_hash, tuple(e.scopes), e.note, False))
     s.put(t.TOKEN_IDS, e.token_id, token_hash)
     s.group_mut(t.G_USER_TOKENS, e.user_id)[e.token_id] = token_hash
@@ -95,7 +96,7 @@ def _token_revoked(s: LedgerState, e: ev.TokenRevoked) -> None:
 
 def _org_created(s: LedgerState, e: ev.OrgCreated) -> None:
     s.put(t.ORGS, e.org_id, Org(e.org_id, e.login, e.created_by))
-    s.put(t.ORG_LOGINS, e.login.lower(), e.org_id)
+    s.put(t.ORG_LOGINS, ascii_lower(e.login), e.org_id)
 
 
 def _org_member_set(s: LedgerState, e: ev.OrgMemberSet) -> None:
@@ -150,7 +151,7 @@ def _repo_created(s: LedgerState, e: ev.RepoCreated) -> None:
         False,
     )
     s.put(t.REPOS, e.repo_id, repo)
-    s.put(t.REPO_NAMES, (e.owner_login.lower(), e.name.lower()), e.repo_id)
+    s.put(t.REPO_NAMES, (ascii_lower(e.owner_login), ascii_lower(e.name)), e.repo_id)
     s.group_mut(t.G_OWNER_REPOS, e.owner_id)[e.repo_id] = True
 
 
@@ -183,8 +184,8 @@ def _repo_updated(s: LedgerState, e: ev.RepoUpdated) -> None:
             fields[key] = e.changes[key]
     updated = Repo(**fields)
     if updated.name != repo.name:
-        s.delete(t.REPO_NAMES, (repo.owner_login.lower(), repo.name.lower()))
-        s.put(t.REPO_NAMES, (repo.owner_login.lower(), updated.name.lower()), repo.repo_id)
+        s.delete(t.REPO_NAMES, (ascii_lower(repo.owner_login), ascii_lower(repo.name)))
+        s.put(t.REPO_NAMES, (ascii_lower(repo.owner_login), ascii_lower(updated.name)), repo.repo_id)
     s.put(t.REPOS, repo.repo_id, updated)
 
 
@@ -195,7 +196,7 @@ def _repo_deleted(s: LedgerState, e: ev.RepoDeleted) -> None:
     if repo is None:
         return
     s.delete(t.REPOS, repo.repo_id)
-    s.delete(t.REPO_NAMES, (repo.owner_login.lower(), repo.name.lower()))
+    s.delete(t.REPO_NAMES, (ascii_lower(repo.owner_login), ascii_lower(repo.name)))
     s.group_mut(t.G_OWNER_REPOS, repo.owner_id).pop(repo.repo_id, None)
     s.group_mut(t.G_COLLABORATORS, repo.repo_id).clear()
     repo_teams = s.group_mut(t.G_REPO_TEAMS, repo.repo_id)

@@ -10,18 +10,19 @@ Forking and merging (speculative execution of blocks) come from `domain.overlay.
 
 from __future__ import annotations
 
+from domain.names import ascii_lower
 from domain.overlay import Overlay
 from domain.records import BranchProtection, Org, Repo, Team, Token, User, UserKey
 
 # Flat tables: key -> record or value.
 META = "meta"  # "chain_id" | "height" | "app_hash" -> value
 USERS = "users"  # user id -> User
-USER_LOGINS = "user_logins"  # login.lower() -> user id
+USER_LOGINS = "user_logins"  # ascii_lower(login) -> user id
 KEY_OWNERS = "key_owners"  # key id -> user id
 TOKENS = "tokens"  # token hash -> Token
 TOKEN_IDS = "token_ids"  # token id -> token hash
 ORGS = "orgs"  # org id -> Org
-ORG_LOGINS = "org_logins"  # login.lower() -> org id
+ORG_LOGINS = "org_logins"  # ascii_lower(login) -> org id
 TEAMS = "teams"  # team id -> Team
 TEAM_SLUGS = "team_slugs"  # (org id, slug) -> team id
 REPOS = "repos"  # repo id -> Repo
@@ -95,12 +96,12 @@ class LedgerState(Overlay):
         return value if isinstance(value, User) else None
 
     def user_by_login(self, login: str) -> User | None:
-        user_id = self.get(USER_LOGINS, login.lower())
+        user_id = self.get(USER_LOGINS, ascii_lower(login))
         return self.user(user_id) if isinstance(user_id, str) else None
 
     def login_taken(self, login: str) -> bool:
         """Whether a user or an organization already has this login (case-insensitively)."""
-        key = login.lower()
+        key = ascii_lower(login)
         return self.get(USER_LOGINS, key) is not None or self.get(ORG_LOGINS, key) is not None
 
     def site_admins(self) -> tuple[str, ...]:
@@ -118,7 +119,7 @@ class LedgerState(Overlay):
         return value if isinstance(value, UserKey) else None
 
     def token_by_hash(self, token_hash: str) -> Token | None:
-        value = self.get(TOKENS, token_hash.lower())
+        value = self.get(TOKENS, ascii_lower(token_hash))
         return value if isinstance(value, Token) else None
 
     def token_by_id(self, token_id: str) -> Token | None:
@@ -137,7 +138,7 @@ class LedgerState(Overlay):
         return value if isinstance(value, Org) else None
 
     def org_by_login(self, login: str) -> Org | None:
-        org_id = self.get(ORG_LOGINS, login.lower())
+        org_id = self.get(ORG_LOGINS, ascii_lower(login))
         return self.org(org_id) if isinstance(org_id, str) else None
 
     def org_role(self, org_id: str, user_id: str) -> str | None:
@@ -161,7 +162,7 @@ class LedgerState(Overlay):
         return value if isinstance(value, Team) else None
 
     def team_by_slug(self, org_id: str, slug: str) -> Team | None:
-        team_id = self.get(TEAM_SLUGS, (org_id, slug.lower()))
+        team_id = self.get(TEAM_SLUGS, (org_id, ascii_lower(slug)))
         return self.team(team_id) if isinstance(team_id, str) else None
 
     def teams_of_org(self, org_id: str) -> tuple[Team, ...]:
@@ -198,13 +199,15 @@ class LedgerState(Overlay):
         return tuple(sorted(str(k) for k in self.keys(REPOS)))
 
     def repo_by_name(self, owner_login: str, name: str) -> Repo | None:
-        repo_id = self.get(REPO_NAMES, (owner_login.lower(), name.lower()))
+        repo_id = self.get(REPO_NAMES, (ascii_lower(owner_login), ascii_lower(name)))
         return self.repo(repo_id) if isinstance(repo_id, str) else None
 
     def repos_owned_by(self, owner_id: str) -> tuple[Repo, ...]:
         """The owner's repositories, sorted by lowercase name."""
         found = (self.repo(str(r)) for r in self.group(G_OWNER_REPOS, owner_id))
-        return tuple(sorted((r for r in found if r is not None), key=lambda r: (r.name.lower(), r.repo_id)))
+        return tuple(
+            sorted((r for r in found if r is not None), key=lambda r: (ascii_lower(r.name), r.repo_id))
+        )
 
     def collaborators(self, repo_id: str) -> tuple[tuple[str, str], ...]:
         """(user id, permission) for every direct collaborator, sorted by user id."""
