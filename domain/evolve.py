@@ -152,7 +152,16 @@ def _repo_created(s: LedgerState, e: ev.RepoCreated) -> None:
     )
     s.put(t.REPOS, e.repo_id, repo)
     s.put(t.REPO_NAMES, (ascii_lower(e.owner_login), ascii_lower(e.name)), e.repo_id)
+    _name_taken(s, e.owner_login, e.name, e.repo_id)
     s.group_mut(t.G_OWNER_REPOS, e.owner_id)[e.repo_id] = True
+
+
+def _name_taken(s: LedgerState, owner_login: str, name: str, repo_id: str) -> None:
+    """Record who holds owner/name from this block on ("" = nobody), for `LedgerState.repo_named_at`.
+
+    Events are folded before `finish_block` moves the height, so this block is height + 1.
+    """
+    s.group_mut(t.G_REPO_NAME_HISTORY, (ascii_lower(owner_login), ascii_lower(name)))[s.height + 1] = repo_id
 
 
 _REPO_FIELDS: dict[str, type] = {
@@ -186,6 +195,8 @@ def _repo_updated(s: LedgerState, e: ev.RepoUpdated) -> None:
     if updated.name != repo.name:
         s.delete(t.REPO_NAMES, (ascii_lower(repo.owner_login), ascii_lower(repo.name)))
         s.put(t.REPO_NAMES, (ascii_lower(repo.owner_login), ascii_lower(updated.name)), repo.repo_id)
+        _name_taken(s, repo.owner_login, repo.name, "")
+        _name_taken(s, repo.owner_login, updated.name, repo.repo_id)
     s.put(t.REPOS, repo.repo_id, updated)
 
 
@@ -197,6 +208,7 @@ def _repo_deleted(s: LedgerState, e: ev.RepoDeleted) -> None:
         return
     s.delete(t.REPOS, repo.repo_id)
     s.delete(t.REPO_NAMES, (ascii_lower(repo.owner_login), ascii_lower(repo.name)))
+    _name_taken(s, repo.owner_login, repo.name, "")
     s.group_mut(t.G_OWNER_REPOS, repo.owner_id).pop(repo.repo_id, None)
     s.group_mut(t.G_COLLABORATORS, repo.repo_id).clear()
     repo_teams = s.group_mut(t.G_REPO_TEAMS, repo.repo_id)

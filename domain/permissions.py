@@ -8,12 +8,16 @@ granted the repo; a direct collaborator grant; and read for everyone (anonymous 
 public repo. A deleted repo has no permissions at all. An archived repo is read-only:
 every permission is capped at read, except that the admins may still unarchive it, which
 is why callers can ask for the uncapped value with `ignore_archived=True`.
+
+Teams follow GitHub too: a visible ("closed") team is seen by every member of its
+organization, a secret team only by its own members and the organization's owners;
+site admins see every team. Nobody outside the organization sees its teams.
 """
 
 from __future__ import annotations
 
 from domain.events import PERMISSION_ORDER
-from domain.records import Repo
+from domain.records import Repo, Team
 from domain.state import LedgerState
 
 READ, TRIAGE, WRITE, MAINTAIN, ADMIN = PERMISSION_ORDER
@@ -110,3 +114,20 @@ def access_list(
         if perm is not None:
             out.append((user_id, perm))
     return tuple(out)
+
+
+def can_see_team(state: LedgerState, user_id: str | None, team: Team) -> bool:
+    """Whether the user (None = anonymous) may know the team exists (see the module docstring)."""
+    if user_id is None:
+        return False
+    user = state.user(user_id)
+    if user is None:
+        return False
+    if user.site_admin:
+        return True
+    role = state.org_role(team.org_id, user_id)
+    if role is None:
+        return False
+    if role == "owner" or team.privacy != "secret":
+        return True
+    return state.team_role(team.team_id, user_id) is not None

@@ -46,6 +46,8 @@ G_COLLABORATORS = "collaborators"  # repo id -> {user id: permission}
 G_REFS = "refs"  # repo id -> {full ref name: 40-hex sha}
 G_BRANCH_PROTECTION = "branch_protection"  # repo id -> {branch: BranchProtection}
 G_REPO_PACKS = "repo_packs"  # repo id -> {pack sha256: order of acceptance}
+#: (owner login lower, name lower) -> {height: repo id that took the name then, "" = freed}
+G_REPO_NAME_HISTORY = "repo_name_history"
 
 
 def _pairs(group: object) -> tuple[tuple[str, str], ...]:
@@ -201,6 +203,21 @@ class LedgerState(Overlay):
     def repo_by_name(self, owner_login: str, name: str) -> Repo | None:
         repo_id = self.get(REPO_NAMES, (ascii_lower(owner_login), ascii_lower(name)))
         return self.repo(repo_id) if isinstance(repo_id, str) else None
+
+    def repo_named_at(self, owner_login: str, name: str, height: int) -> str | None:
+        """The id of the repository `owner/name` denoted while block `height` ran, else None.
+
+        Names are reused (a repository deleted or renamed frees its name), so a fact recorded
+        under a name at some height must be judged against the repository that held the name
+        then, not the one holding it now. None as well when the name changed hands within that
+        block: a transaction there may have seen either holder.
+        """
+        history = self.group(G_REPO_NAME_HISTORY, (owner_login.lower(), name.lower()))
+        earlier = [h for h in history if isinstance(h, int) and h < height]
+        holder = history[max(earlier)] if earlier else ""
+        if height in history and history[height] != holder:
+            return None
+        return holder if isinstance(holder, str) and holder else None
 
     def repos_owned_by(self, owner_id: str) -> tuple[Repo, ...]:
         """The owner's repositories, sorted by lowercase name."""

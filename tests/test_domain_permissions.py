@@ -6,7 +6,7 @@ import pytest
 
 from domain import events as ev
 from domain.evolve import apply_event
-from domain.permissions import access_list, can, effective_permission, highest, rank
+from domain.permissions import access_list, can, can_see_team, effective_permission, highest, rank
 from domain.state import LedgerState
 
 ADMIN, OWNER, MEMBER, OUTSIDER, TEAMMATE, MAINTAINER, COLLAB, ORG_OWNER = (
@@ -197,3 +197,21 @@ def test_access_list_matches_effective_permission() -> None:
     archived = _state(ev.RepoUpdated(repo_id="r-user", changes={"archived": True}))
     assert access_list(archived, "r-user") == ((OWNER, "read"),)
     assert access_list(archived, "r-user", ignore_archived=True) == ((OWNER, "admin"),)
+
+
+def test_team_visibility_follows_github() -> None:
+    """Closed teams: every org member; secret teams: their members and the org's owners."""
+    s = _state(
+        ev.TeamCreated(
+            team_id="t-open", org_id=ORG, name="Open", slug="open", description="", privacy="closed"
+        )
+    )
+    secret, closed = s.team("t-core"), s.team("t-open")
+    assert secret is not None and closed is not None
+    for who in (ADMIN, ORG_OWNER, MEMBER, TEAMMATE, MAINTAINER):
+        assert can_see_team(s, who, closed), who
+    for who in (ADMIN, ORG_OWNER, TEAMMATE, MAINTAINER):
+        assert can_see_team(s, who, secret), who
+    assert not can_see_team(s, MEMBER, secret)
+    for outside in (OUTSIDER, COLLAB, OWNER, None, "u-nobody"):
+        assert not can_see_team(s, outside, closed) and not can_see_team(s, outside, secret), outside

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from domain import events as ev
-from domain.evolve import apply_event, fold_block, start_chain
+from domain.evolve import apply_event, finish_block, fold_block, start_chain
 from domain.overlay import RetiredStateError
 from domain.state import LedgerState
 
@@ -155,3 +155,30 @@ def test_unknown_event_type_is_refused_loudly() -> None:
 
     with pytest.raises(ValueError, match="no fold"):
         apply_event(_base(), Strange(x="1"))
+
+
+def test_a_repository_name_is_resolved_to_its_holder_at_a_height() -> None:
+    """Names are reused: a fact recorded under owner/name belongs to whoever held the name then."""
+    s = LedgerState()
+    start_chain(s, "c")
+    finish_block(s, 0, b"")
+
+    def block(height: int, *events: ev.Event) -> None:
+        for empty in range(s.height + 1, height):
+            finish_block(s, empty, b"")
+        for e in events:
+            apply_event(s, e)
+        finish_block(s, height, b"")
+
+    block(1, _user("u1", "Alice"), _repo("r1"))
+    block(3, ev.RepoDeleted(repo_id="r1"))
+    block(5, _repo("r2"))
+    block(7, ev.RepoUpdated(repo_id="r2", changes={"name": "Moved"}))
+    assert s.repo_named_at("alice", "repo", 1) is None  # it changed hands within block 1
+    assert s.repo_named_at("ALICE", "REPO", 2) == "r1"
+    assert s.repo_named_at("alice", "repo", 4) is None  # freed by the deletion
+    assert s.repo_named_at("alice", "repo", 6) == "r2"  # a new repository under the old name
+    assert s.repo_named_at("alice", "repo", 8) is None  # renamed away
+    assert s.repo_named_at("alice", "moved", 8) == "r2"
+    assert s.repo_named_at("alice", "moved", 6) is None
+    assert s.repo_named_at("alice", "other", 8) is None
