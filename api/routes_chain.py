@@ -10,9 +10,11 @@ from fastapi.responses import JSONResponse
 
 from adapters.consensus_host import ConsensusHost
 from adapters.ledger_host import LedgerHost
+from api.auth import authenticate
 from api.errors import ApiError
 from api.gateway import CommandGateway
 from api.metrics import NodeMetrics
+from api.tx_view import block_transactions, raw_visible, viewer_of
 from commands.git_view import GitViewError
 from consensus.interface import Finalized
 from consensus.mempool import AddResult
@@ -94,9 +96,15 @@ async def status(request: Request) -> dict[str, Any]:
 
 @router.get("/api/v1/blocks/{height}", tags=["chain"])
 async def block(request: Request, height: int) -> dict[str, Any]:
-    """A finalized block with the finalization certificate that proves it."""
+    """A finalized block with the finalization certificate that proves it.
+
+    `transactions` shows each transaction the caller may see (docs/api.md, "Who can see a
+    transaction") and only the id of the others, marked `redacted`.
+    """
     if height < 0:
         raise ApiError(422, "height must be non-negative")
+    ledger: LedgerHost = request.app.state.ledger
+    viewer = viewer_of(authenticate(ledger.state, request.headers.get("authorization")))
     found = _host(request).block(height)
     if found is None:
         raise ApiError(404, f"no finalized block at height {height}")
@@ -107,8 +115,15 @@ async def block(request: Request, height: int) -> dict[str, Any]:
             "certificate": found.proof.to_json(),
             # An ancestor finalized implicitly is proved by its descendant's certificate.
             "finalized_by": found.proof.block.hex(),
+            "transactions": block_transactions(ledger, viewer, height, found.block.txs),
         }
-    return {"hash": found.hash.hex(), "block": found.to_json(), "certificate": None, "finalized_by": None}
+    return {
+        "hash": found.hash.hex(),
+        "block": found.to_json(),
+        "certificate": None,
+        "finalized_by": None,
+        "transactions": block_transactions(ledger, viewer, height, found.txs),
+    }
 
 
 @router.get("/api/v1/evidence", tags=["chain"])
@@ -129,17 +144,17 @@ async def evidence(request: Request) -> dict[str, Any]:
     }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, what: str) -> bytes:
     """Read at most `limit` bytes; the ASGI server has already de-chunked the body."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"transaction exceeds the limit of {limit} bytes")
+        raise ApiError(413, f"{what} exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"transaction exceeds the limit of {limit} bytes")
+            raise ApiError(413, f"{what} exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -150,9 +165,16 @@ async def submit(
     wait: bool = Query(False, description="Wait until the transaction is finalized"),
     timeout: float = Query(10.0, gt=0, le=MAX_WAIT_S, description="Seconds to wait when wait=true"),
 ) -> JSONResponse:
-    """Submit raw transaction bytes. Answers 202 with the id, or with wait=true 200 and the height."""
+    """Submit raw transaction bytes. Answers 202 with the id, or with wait=true 200 and the height.
+
+    Holding a transaction's bytes proves nothing about who the caller is: its outcome (the
+    precheck's refusal, the receipt) is told only to a caller who may see the transaction
+    (docs/api.md, "Who can see a transaction"); anyone else just has it queued.
+    """
     host = _host(request)
-    tx = await _read_body(request, host.config.limits.max_tx_bytes)
+    ledger: LedgerHost = request.app.state.ledger
+    viewer = viewer_of(authenticate(ledger.state, request.headers.get("authorization")))
+    tx = await _read_body(request, host.config.limits.max_tx_bytes, "transaction")
     if not tx:
         raise ApiError(400, "empty transaction body")
     unavailable = {"Retry-After": "1"}
@@ -163,12 +185,12 @@ async def submit(
             f"validators, {host.validators.quorum} needed",
             unavailable,
         )
-    ledger: LedgerHost = request.app.state.ledger
     tid = tx_id(tx)
     applied = ledger.receipt(tid.hex())
     if applied is not None:  # an idempotent resubmission: report the outcome it already had
-        done = {"tx_id": tid.hex(), "status": "finalized", "height": applied.height}
-        done["receipt"] = applied.to_json()
+        done: dict[str, Any] = {"tx_id": tid.hex(), "status": "finalized", "height": applied.height}
+        if raw_visible(ledger, viewer, tx, applied):
+            done["receipt"] = applied.to_json()
         return JSONResponse(done, status_code=200, headers={"X-Stele-Position": str(applied.height)})
     reason = ledger.admit(tx)
     if reason is not None:
@@ -180,7 +202,7 @@ async def submit(
         early = gateway.precheck(tx)
     except GitViewError:
         raise ApiError(503, "this node cannot read the repository's packs; try another node") from None
-    if not early.ok:
+    if not early.ok and raw_visible(ledger, viewer, tx, early):
         raise ApiError(early.code, early.message)
     result, tid = host.submit(tx)
     if result == AddResult.FULL:
@@ -200,7 +222,7 @@ async def submit(
         if loc is not None:
             body.update(status="finalized", height=loc.height, block_hash=loc.block_hash.hex())
             receipt = await ledger.wait_receipt(tid.hex(), 5.0)
-            if receipt is not None:
+            if receipt is not None and raw_visible(ledger, viewer, tx, receipt):
                 body["receipt"] = receipt.to_json()
             return JSONResponse(body, status_code=200, headers={"X-Stele-Position": str(loc.height)})
         if not host.quorum_reachable():
@@ -239,7 +261,7 @@ def _split_batch(body: bytes, max_tx: int) -> list[bytes]:
 async def submit_batch(request: Request) -> JSONResponse:
     """Submit many transactions at once: the body is `u32 length || tx bytes`, repeated."""
     host = _host(request)
-    body = await _read_body(request, MAX_BATCH_BYTES)
+    body = await _read_body(request, MAX_BATCH_BYTES, "batch")
     txs = _split_batch(body, host.config.limits.max_tx_bytes)
     if not txs:
         raise ApiError(400, "empty batch")

@@ -7,9 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from adapters.consensus_host import ConsensusHost
 from adapters.ledger_host import LedgerHost
 from api.auth import authenticate, require
 from api.errors import ApiError
+from api.tx_view import raw_visible, tx_of, viewer_of
 
 router = APIRouter(tags=["ledger"])
 
@@ -43,11 +45,18 @@ async def events(
 
 @router.get("/api/v1/receipts/{tx_id}")
 async def receipt(request: Request, tx_id: str) -> dict[str, Any]:
-    """The outcome of a transaction once this node has applied it."""
+    """The outcome of a transaction once this node has applied it.
+
+    Only for callers who may see the transaction (docs/api.md, "Who can see a
+    transaction"); to anyone else it is 404 exactly like an unknown id.
+    """
     if not _TX_ID.fullmatch(tx_id):
         raise ApiError(422, "tx_id must be 64 lowercase hex characters")
-    found = _ledger(request).receipt(tx_id)
-    if found is None:
+    ledger = _ledger(request)
+    caller = authenticate(ledger.state, request.headers.get("authorization"))
+    found = ledger.receipt(tx_id)
+    host: ConsensusHost = request.app.state.host
+    if found is None or not raw_visible(ledger, viewer_of(caller), tx_of(host, found), found):
         raise ApiError(404, f"no receipt for {tx_id} on this node (not applied here yet, or unknown)")
     return found.to_json()
 

@@ -97,9 +97,17 @@ def signed_tx(net: Devnet, via: int, tag: str) -> bytes:
     ).encode()
 
 
-def submit(net: Devnet, i: int, tx: bytes | str, wait: bool = True, timeout: float = 15) -> httpx.Response:
-    """Submit `tx` to node i; a str is turned into a real command attested by node i."""
+def submit(
+    net: Devnet, i: int, tx: bytes | str, wait: bool = True, timeout: float = 15, token: str | None = None
+) -> httpx.Response:
+    """Submit `tx` to node i; a str is turned into a real command attested by node i.
+
+    The receipt is in the answer only for a caller who may see the transaction: pass `token`.
+    """
     if isinstance(tx, str):
         tx = signed_tx(net, i, tx)
     params = {"wait": "true", "timeout": str(min(timeout, 60))} if wait else {}
-    return httpx.post(f"{net.url(i)}/api/v1/transactions", params=params, content=tx, timeout=timeout + 5)
+    headers = {} if token is None else {"Authorization": f"token {token}"}
+    return httpx.post(
+        f"{net.url(i)}/api/v1/transactions", params=params, content=tx, headers=headers, timeout=timeout + 5
+    )

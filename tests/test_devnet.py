@@ -47,9 +47,13 @@ def test_submission_without_wait_is_accepted_then_finalized(net: Devnet) -> None
     r = submit(net, 1, tx, wait=False)
     assert r.status_code == 202
     tx_id = r.json()["tx_id"]
-    again = submit(net, 2, tx)  # same bytes, other node: same id, the same transaction's outcome
+    # Same bytes, other node: same id, the same transaction's outcome (for whoever may see it).
+    again = submit(net, 2, tx, token=net.admin_token())
     assert again.status_code == 200 and again.json()["tx_id"] == tx_id
     assert again.json()["receipt"]["ok"] is True
+    anonymous = submit(net, 2, tx)  # holding the bytes is no proof of who you are
+    assert anonymous.status_code == 200 and anonymous.json()["status"] == "finalized"
+    assert "receipt" not in anonymous.json()
 
 
 def test_invalid_and_replayed_transactions_are_refused(net: Devnet) -> None:

@@ -1,0 +1,79 @@
+"""Transactions and receipts as the native routes show them: only to callers who may see them.
+
+The rule is `commands.visibility`: the authenticated actor, site admins, and whoever may
+read everything the transaction touched, judged on this node's finalized state. The
+routes call these helpers without awaiting in between, so one answer reflects one height.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from adapters.consensus_host import ConsensusHost
+from adapters.ledger_host import LedgerHost
+from api.auth import Caller
+from commands.envelope import EnvelopeError, decode_transaction
+from commands.ledger import Receipt
+from commands.visibility import can_see, touched, touched_by_bytes
+from consensus.interface import Finalized
+from consensus.types import Block
+
+
+def viewer_of(caller: Caller | None) -> str | None:
+    return None if caller is None else caller.user.user_id
+
+
+def block_txs(host: ConsensusHost, height: int) -> tuple[bytes, ...] | None:
+    """The transactions of the finalized block at `height`, None if this node has none there."""
+    found = host.block(height)
+    block: Block | None = found.block if isinstance(found, Finalized) else found
+    return None if block is None else block.txs
+
+
+def tx_of(host: ConsensusHost, receipt: Receipt) -> bytes | None:
+    """The bytes of the transaction a receipt is about (None: this node cannot find them)."""
+    txs = block_txs(host, receipt.height)
+    return txs[receipt.index] if txs is not None and 0 <= receipt.index < len(txs) else None
+
+
+def raw_visible(ledger: LedgerHost, viewer: str | None, raw: bytes | None, receipt: Receipt) -> bool:
+    """Whether the viewer may see this outcome of these transaction bytes (and so learn of it)."""
+    return can_see(ledger.state, viewer, touched_by_bytes(raw, receipt, receipt.height))
+
+
+def block_transactions(
+    ledger: LedgerHost, viewer: str | None, height: int, txs: tuple[bytes, ...]
+) -> list[Any]:
+    """Each transaction of a block as the viewer may see it; the others only as redacted ids.
+
+    A visible transaction shows its kind, actor, payload and the node that submitted it, and
+    its receipt once this node has applied the block (never its `auth` or nonce). Bytes that
+    do not decode show null fields (site admins only ever see them).
+    """
+    out: list[dict[str, Any]] = []
+    for index, raw in enumerate(txs):
+        tx_id = hashlib.sha256(raw).hexdigest()
+        receipt = ledger.receipt(tx_id)
+        try:
+            tx = decode_transaction(raw)
+        except EnvelopeError:
+            tx = None
+        # A replayed copy of an earlier transaction is judged by that transaction's receipt.
+        judged_at = receipt.height if receipt is not None else height
+        if not can_see(ledger.state, viewer, touched(tx, receipt, judged_at)):
+            out.append({"tx_id": tx_id, "redacted": True})
+            continue
+        own = receipt if receipt is not None and (receipt.height, receipt.index) == (height, index) else None
+        out.append(
+            {
+                "tx_id": tx_id,
+                "index": index,
+                "kind": None if tx is None else tx.kind,
+                "actor": None if tx is None else tx.actor,
+                "payload": None if tx is None else tx.payload,
+                "submitted_by": None if tx is None else tx.submitted_by,
+                "receipt": None if own is None else own.to_json(),
+            }
+        )
+    return out
