@@ -12,7 +12,7 @@ from adapters.ledger_host import LedgerHost
 from api import git_http, routes_admin, routes_chain, routes_ledger, v3
 from api.errors import install_error_handlers
 from api.gateway import CommandGateway
-from api.limits import BodyLimit
+from api.limits import BodyGuard, HttpLimits
 from api.metrics import NodeMetrics
 from api.push import PushService
 
@@ -24,7 +24,9 @@ def create_app(
     seed: bytes,
     git_store: GitStore | None = None,
     offer_pack: Callable[[str], None] | None = None,
+    http_limits: HttpLimits | None = None,
 ) -> FastAPI:
+    """The node's HTTP API; `http_limits` defaults to `HttpLimits.from_env()`."""
     app = FastAPI(
         title="Stele node",
         description="A forge and deployment cloud ordered by Simplex BFT consensus.",
@@ -39,7 +41,7 @@ def create_app(
     if git_store is not None:
         app.state.push_handler = PushService(app.state.gateway, git_store, offer_pack)
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, prefix="/api/v3")
+    app.add_middleware(BodyGuard, limits=http_limits if http_limits is not None else HttpLimits.from_env())
     app.include_router(routes_chain.router)
     app.include_router(v3.router, prefix="/api/v3")
     app.include_router(routes_ledger.router)

@@ -13,6 +13,7 @@ from adapters.ledger_host import LedgerHost
 from api.auth import authenticate
 from api.errors import ApiError
 from api.gateway import CommandGateway
+from api.limits import BATCH_BODY_LIMIT
 from api.metrics import NodeMetrics
 from api.tx_view import block_transactions, raw_visible, viewer_of
 from commands.git_view import GitViewError
@@ -231,7 +232,7 @@ async def submit(
             raise ApiError(504, f"transaction {tid.hex()} not finalized within {timeout:g}s; it may still be")
 
 
-MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH_BYTES = BATCH_BODY_LIMIT
 MAX_BATCH_TXS = 10_000
 
 

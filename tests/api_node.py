@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,16 @@ class ApiNode:
                 self.proc.wait(10)
 
 
-def start_api_node(tmp: Path, timeout_s: float = 30.0, extra_args: Sequence[str] = ()) -> ApiNode:
-    """Start (or, when `tmp` already holds its chain, restart) the single-validator node."""
+def start_api_node(
+    tmp: Path,
+    timeout_s: float = 30.0,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> ApiNode:
+    """Start (or, when `tmp` already holds its chain, restart) the single-validator node.
+
+    `env` adds variables to the node's environment (e.g. lowered `STELE_HTTP_BODY_*` limits).
+    """
     tmp.mkdir(parents=True, exist_ok=True)
     key_path = tmp / "validator.key"
     genesis_path = tmp / "genesis.json"
@@ -115,6 +124,7 @@ def start_api_node(tmp: Path, timeout_s: float = 30.0, extra_args: Sequence[str]
         tmp / "node.log",
         timeout_s=timeout_s,
         extra_args=extra_args,
+        env=env,
     )
 
 
@@ -129,6 +139,7 @@ def run_node(
     *,
     timeout_s: float = 30.0,
     extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> ApiNode:
     """Run `stele node run` on these files and ports, and wait until it is ready."""
     cmd = [
@@ -152,7 +163,9 @@ def run_node(
         *extra_args,
     ]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     node = ApiNode(f"http://127.0.0.1:{http_port}", admin_token, proc, log_path)
     try:
         _wait_ready(node, timeout_s)
