@@ -116,14 +116,14 @@ async def block(request: Request, height: int) -> dict[str, Any]:
             "certificate": found.proof.to_json(),
             # An ancestor finalized implicitly is proved by its descendant's certificate.
             "finalized_by": found.proof.block.hex(),
-            "transactions": block_transactions(ledger, viewer, height, found.block.txs),
+            "transactions": await block_transactions(ledger, viewer, height, found.block.txs),
         }
     return {
         "hash": found.hash.hex(),
         "block": found.to_json(),
         "certificate": None,
         "finalized_by": None,
-        "transactions": block_transactions(ledger, viewer, height, found.txs),
+        "transactions": await block_transactions(ledger, viewer, height, found.txs),
     }
 
 

@@ -7,8 +7,10 @@ block and receipt routes use render it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -40,6 +42,10 @@ def _create_user(login: str) -> bytes:
     ).encode()
 
 
+async def _render(ledger: LedgerHost, viewer: str | None, txs: tuple[bytes, ...]) -> list[dict[str, Any]]:
+    return await block_transactions(ledger, viewer, 1, txs)
+
+
 def test_undecodable_bytes_and_replays(tmp_path: Path) -> None:
     g = _genesis()
     ledger = LedgerHost(genesis=g, data_dir=tmp_path)
@@ -55,7 +61,7 @@ def test_undecodable_bytes_and_replays(tmp_path: Path) -> None:
         octo = ledger.state.user_by_login("octo")
         assert admin is not None and octo is not None
 
-        garbage, created, replay = block_transactions(ledger, admin.user_id, 1, txs)
+        garbage, created, replay = asyncio.run(_render(ledger, admin.user_id, txs))
         assert garbage["kind"] is None and garbage["payload"] is None and garbage["receipt"]["code"] == 400
         assert created["kind"] == "user.create" and created["receipt"]["ok"] is True
         # The replay's own 409 is not stored under the id; it shows no receipt rather than the first's.
@@ -63,7 +69,7 @@ def test_undecodable_bytes_and_replays(tmp_path: Path) -> None:
 
         ids = [hashlib.sha256(t).hexdigest() for t in txs]
         for viewer in (octo.user_id, None):
-            shown = block_transactions(ledger, viewer, 1, txs)
+            shown = asyncio.run(_render(ledger, viewer, txs))
             assert shown[0] == {"tx_id": ids[0], "redacted": True}
             # octo may see her own creation (her email is in it), anonymous may not.
             assert ("redacted" in shown[1]) == (viewer is None) == ("redacted" in shown[2])
