@@ -39,7 +39,8 @@ def tx_of(host: ConsensusHost, receipt: Receipt) -> bytes | None:
 
 def raw_visible(ledger: LedgerHost, viewer: str | None, raw: bytes | None, receipt: Receipt) -> bool:
     """Whether the viewer may see this outcome of these transaction bytes (and so learn of it)."""
-    return can_see(ledger.state, viewer, touched_by_bytes(raw, receipt, receipt.height))
+    what = touched_by_bytes(raw, receipt, receipt.height, rules=ledger.rules.at(receipt.height))
+    return can_see(ledger.state, viewer, what)
 
 
 #: Transactions rendered between two yields to the event loop (a full block costs ~0.4 s).
@@ -71,7 +72,8 @@ async def block_transactions(
             tx = None
         # A replayed copy of an earlier transaction is judged by that transaction's receipt.
         judged_at = receipt.height if receipt is not None else height
-        if not can_see(ledger.state, viewer, touched(tx, receipt, judged_at)):
+        what = touched(tx, receipt, judged_at, rules=ledger.rules.at(judged_at))
+        if not can_see(ledger.state, viewer, what):
             out.append({"tx_id": tx_id, "redacted": True})
             continue
         own = receipt if receipt is not None and (receipt.height, receipt.index) == (height, index) else None

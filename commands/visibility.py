@@ -32,6 +32,7 @@ from commands.handlers import parse_payload
 from commands.ledger import DUPLICATE_MESSAGE, Receipt
 from domain.names import team_slug
 from domain.permissions import can_read, can_see_team
+from domain.rules import Rules
 from domain.state import LedgerState
 
 
@@ -179,25 +180,28 @@ def _authenticated(receipt: Receipt | None) -> bool:
     return not (receipt.code == 409 and receipt.message == DUPLICATE_MESSAGE)
 
 
-def touched(tx: Transaction | None, receipt: Receipt | None, height: int) -> Touched:
-    """What `tx` (None: bytes that do not decode) touched; `receipt` is None if not applied yet."""
+def touched(tx: Transaction | None, receipt: Receipt | None, height: int, *, rules: Rules) -> Touched:
+    """What `tx` (None: bytes that do not decode) touched; `receipt` is None if not applied yet.
+
+    `rules` are the protocol rules at `height` (payload models differ between versions).
+    """
     if tx is None:
         return Touched(height, None, (Credentials(),))
     actor = tx.actor if _authenticated(receipt) else None
     classify = TOUCHES.get(tx.kind)
-    parsed = parse_payload(tx.kind, tx.payload)
+    parsed = parse_payload(tx.kind, tx.payload, rules)
     if classify is None or isinstance(parsed, Rejection):
         return Touched(height, actor, (Credentials(),))
     return Touched(height, actor, classify(parsed, receipt))
 
 
-def touched_by_bytes(raw: bytes | None, receipt: Receipt | None, height: int) -> Touched:
+def touched_by_bytes(raw: bytes | None, receipt: Receipt | None, height: int, *, rules: Rules) -> Touched:
     """`touched` for raw block bytes (None: bytes this node cannot find)."""
     try:
         tx = decode_transaction(raw) if raw is not None else None
     except EnvelopeError:
         tx = None
-    return touched(tx, receipt, height)
+    return touched(tx, receipt, height, rules=rules)
 
 
 def can_see(state: LedgerState, viewer_id: str | None, what: Touched) -> bool:

@@ -9,6 +9,7 @@ import pytest
 from commands.handlers import COMMANDS
 from commands.ledger import Receipt
 from commands.visibility import TOUCHES, Credentials, RepoById, RepoNamed, can_see, touched_by_bytes
+from domain.rules import LATEST, LEGACY
 from tests.test_ledger_support import ADMIN, Chain
 
 VIEWERS = ("admin", "alice", "bob", "carol", "dave", "anonymous")
@@ -30,7 +31,7 @@ class Tx:
 
     def seen_by(self) -> set[str]:
         """Who may see the transaction on the chain's state as it is now."""
-        what = touched_by_bytes(self.raw, self.receipt, self.receipt.height)
+        what = touched_by_bytes(self.raw, self.receipt, self.receipt.height, rules=LATEST)
         out = set()
         for viewer in VIEWERS:
             user = self.chain.state.user_by_login(viewer)
@@ -126,7 +127,7 @@ def test_users_keys_and_tokens(chain: Chain) -> None:
     assert created.receipt.ok
     erin = chain.state.user_by_login("erin")
     assert erin is not None
-    what = touched_by_bytes(created.raw, created.receipt, created.receipt.height)
+    what = touched_by_bytes(created.raw, created.receipt, created.receipt.height, rules=LATEST)
     assert can_see(chain.state, erin.user_id, what)  # her own email
     assert created.seen_by() == {"admin"}
     token = run(chain, ADMIN, "token.issue", login="bob", token_id="tok-2", token_hash="ab" * 32)
@@ -144,7 +145,7 @@ def test_what_is_not_understood_is_for_site_admins(chain: Chain) -> None:
     assert unknown.receipt.code == 400 and unknown.seen_by() == {"admin"}
     invalid = run(chain, "alice", "repo.create", owner="alice", name="bad name!")
     assert invalid.receipt.code == 422 and invalid.seen_by() == {"admin", "alice"}
-    assert touched_by_bytes(None, None, 1).resources == (Credentials(),)
+    assert touched_by_bytes(None, None, 1, rules=LATEST).resources == (Credentials(),)
 
 
 def test_an_unauthenticated_actor_is_nobody(chain: Chain) -> None:
@@ -163,9 +164,18 @@ def test_an_unauthenticated_actor_is_nobody(chain: Chain) -> None:
 
 def test_a_transaction_without_receipt_yet_has_no_proven_actor(chain: Chain) -> None:
     raw = chain.node_tx("alice", "repo.create", {"owner": "alice", "name": "soon"})
-    what = touched_by_bytes(raw, None, chain.state.height + 1)
+    what = touched_by_bytes(raw, None, chain.state.height + 1, rules=LATEST)
     assert what.actor is None and what.resources == (RepoNamed("alice", "soon"),)
     done = Tx(chain, raw)
-    assert touched_by_bytes(raw, done.receipt, done.receipt.height).resources == (
+    assert touched_by_bytes(raw, done.receipt, done.receipt.height, rules=LATEST).resources == (
         RepoById(done.receipt.result["repo_id"]),
     )
+
+
+def test_payloads_are_read_under_the_protocol_rules_of_their_height(chain: Chain) -> None:
+    """Version 2 takes any ref name in a push (the handler refuses it per ref); version 1
+    refused the whole payload, so there it touched nothing anyone but the actor may see."""
+    update = {"ref": "refs/heads/a..b", "old": "0" * 40, "new": "1" * 40}
+    raw = chain.node_tx("alice", "git.push_refs", {"owner": "alice", "repo": "r", "updates": [update]})
+    assert touched_by_bytes(raw, None, 5, rules=LATEST).resources == (RepoNamed("alice", "r"),)
+    assert touched_by_bytes(raw, None, 5, rules=LEGACY).resources == (Credentials(),)
