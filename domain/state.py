@@ -212,7 +212,7 @@ class LedgerState(Overlay):
         then, not the one holding it now. None as well when the name changed hands within that
         block: a transaction there may have seen either holder.
         """
-        history = self.group(G_REPO_NAME_HISTORY, (owner_login.lower(), name.lower()))
+        history = self.group(G_REPO_NAME_HISTORY, (ascii_lower(owner_login), ascii_lower(name)))
         earlier = [h for h in history if isinstance(h, int) and h < height]
         holder = history[max(earlier)] if earlier else ""
         if height in history and history[height] != holder:
