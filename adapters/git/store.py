@@ -43,18 +43,36 @@ from dulwich.repo import Repo
 from adapters.git.protocol import RefUpdate, valid_ref_name, valid_sha
 from consensus.files import atomic_write, fsync_dir
 
-__all__ = ["GitStore", "MissingPacks", "ObjectSource", "ObjectWalk", "RefUpdate"]
+__all__ = [
+    "DEFAULT_MAX_OBJECT_BYTES",
+    "DEFAULT_MAX_PACK_BYTES",
+    "GitStore",
+    "MissingPacks",
+    "ObjectSource",
+    "ObjectWalk",
+    "RefUpdate",
+]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_MAX_PACK_BYTES = 512 * 1024 * 1024
+#: The largest object (inflated; a delta's result counts) a pack may hold: GitHub's file limit.
+DEFAULT_MAX_OBJECT_BYTES = 100 * 1024 * 1024
 _MAX_KNOWN = 2_000_000  # complete commits remembered, in all
 
 
 class GitStore:
-    def __init__(self, root: Path, *, max_pack_bytes: int = DEFAULT_MAX_PACK_BYTES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_pack_bytes: int = DEFAULT_MAX_PACK_BYTES,
+        max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    ) -> None:
         self.root = Path(root)
         self.max_pack_bytes = max_pack_bytes
+        #: Packs holding a larger object are refused before it is inflated (`packs`).
+        self.max_object_bytes = max_object_bytes
         self.repos_dir = self.root / "repos"
         self.packs_dir = self.root / "packs" / "sha256"
         self.tmp_dir = self.root / "tmp"
