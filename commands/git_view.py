@@ -56,7 +56,11 @@ class GitView(Protocol):
         ...
 
     def oversized_objects(self, digest: str, limit: int) -> list[tuple[str, int]]:
-        """(sha, uncompressed size) of every object in pack `digest` larger than `limit`, by sha."""
+        """(sha, uncompressed size) of every object in pack `digest` larger than `limit`, by sha.
+
+        The size is the object's inflated size (for a delta, the size of its result), as
+        the pack's headers state it, so the answer depends on the pack's bytes only.
+        """
         ...
 
 

@@ -26,7 +26,9 @@ from dulwich.objects import Blob
 from dulwich.pack import OFS_DELTA, REF_DELTA, pack_object_header
 
 from adapters.git import GitStore, PackRejected, accept_peer_pack, receive_pack
+from adapters.git.pack_view import PackView
 from adapters.git.packs import ObjectTooLarge, accept_peer_pack_file
+from commands.git_view import GitView, GitViewError, MemoryGitView
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")
 
@@ -284,3 +286,72 @@ def test_a_branching_delta_tree_keeps_about_one_object(store: GitStore, root: st
     sizes = git_sizes(store, "r1")
     assert len(sizes) == 2 * levels + 1 and set(sizes.values()) == {size}
 
+
+# ---------------------------------------------------------------------------- the ledger's size query
+
+
+def sizes_pack() -> tuple[bytes, dict[str, int]]:
+    """Blobs of several sizes and a delta whose result is larger than its base."""
+    small, middle, large = os.urandom(1000), os.urandom(300_000), os.urandom(700_000)
+    grown = large + large[:200_000]
+    p = PackBuilder()
+    p.add(Blob.type_num, small)
+    p.add(Blob.type_num, middle)
+    base = p.add(Blob.type_num, large)
+    p.add(OFS_DELTA, delta(len(large), len(grown), copy_op(0, len(large)) + copy_op(0, 200_000)), base=base)
+    return p.finish(), {Blob.from_string(x).id.decode(): len(x) for x in (small, middle, large, grown)}
+
+
+def test_oversized_objects_gives_every_node_the_same_answer(tmp_path: Path) -> None:
+    data, sizes = sizes_pack()
+    digest = hashlib.sha256(data).hexdigest()
+    answers = []
+    for node in ("a", "b"):
+        store = GitStore(tmp_path / node)
+        if node == "a":
+            assert receive_pack(store, "r1", data).digest == digest
+        else:
+            accept_peer_pack(store, digest, data)  # a validator that fetched it from a peer
+        view: GitView = PackView(store)
+        answers.append([view.oversized_objects(digest, limit) for limit in (500_000, 0, 10**9, 500_000)])
+        if node == "a":
+            store.import_pack("r1", digest)
+            assert git_sizes(store, "r1") == sizes  # the sizes C git reads
+    assert answers[0] == answers[1]
+    over, everything, nothing, again = answers[0]
+    assert over == sorted((sha, n) for sha, n in sizes.items() if n > 500_000)
+    assert sorted(n for _, n in over) == [700_000, 900_000]  # the delta's result counts
+    assert everything == sorted(sizes.items())
+    assert nothing == [] and again == over
+
+
+def test_oversized_objects_raises_rather_than_answering_from_a_damaged_pack(tmp_path: Path) -> None:
+    store = GitStore(tmp_path / "git")
+    with pytest.raises(GitViewError, match="not held"):
+        PackView(store).oversized_objects("0" * 64, 0)
+    data, sizes = sizes_pack()
+    digest = receive_pack(store, "r1", data).digest
+    path = store.pack_base(digest).with_suffix(".pack")
+    intact = path.read_bytes()
+    flipped = bytearray(intact)
+    flipped[len(intact) // 2] ^= 0x01  # inside the compressed data: the headers still parse
+    for damaged in (intact[:-100], bytes(flipped), intact[:40]):
+        path.write_bytes(damaged)
+        with pytest.raises(GitViewError, match="cannot read the sizes"):
+            PackView(store).oversized_objects(digest, 0)
+    path.write_bytes(intact)
+    assert PackView(store).oversized_objects(digest, 0) == sorted(sizes.items())
+
+
+def test_memory_git_view_answers_declared_sizes() -> None:
+    view = MemoryGitView()
+    view.add_pack("p1")
+    view.set_size("p1", "b" * 40, 200 * MIB)
+    view.set_size("p1", "a" * 40, 101 * MIB)
+    view.set_size("p1", "c" * 40, 5)
+    view.add_pack("p2")
+    checked: GitView = view
+    assert checked.oversized_objects("p1", 100 * MIB) == [("a" * 40, 101 * MIB), ("b" * 40, 200 * MIB)]
+    assert checked.oversized_objects("p2", 0) == []
+    with pytest.raises(GitViewError):
+        checked.oversized_objects("p3", 0)

@@ -12,69 +12,32 @@ it to be fetched from a peer rather than deciding the push without it.
 
 Open `Pack` objects are kept in a small LRU (packs are immutable), and the newest packs
 are searched first, since most lookups are for recently pushed objects.
+
+`oversized_objects` answers from the pack's index and its entry headers alone (a
+delta's result size is in the first bytes of its data), so no object is inflated,
+and the same pack bytes give the same answer on every node. Answers are cached per
+pack (and limit).
 """
 
 from __future__ import annotations
 
+import os
 import threading
-import zlib
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 from dulwich.object_format import SHA1
-from dulwich.objects import Commit
-from dulwich.pack import Pack, PackData
+from dulwich.objects import Commit, sha_to_hex
+from dulwich.pack import Pack, compute_file_sha
 
+from adapters.git.sizes import object_size_at
 from adapters.git.store import GitStore, ObjectWalk
 from commands.git_view import GitViewError
 
-_OFS_DELTA, _REF_DELTA = 6, 7
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """A little-endian base-128 size (git's delta header) at `pos`: (value, next position)."""
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated size")
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _object_size(data: PackData, offset: int) -> int:
-    """An object's uncompressed size from its pack entry header (a delta: its target's size)."""
-    f = data._file
-    f.seek(offset)
-    head = f.read(64)
-    byte = head[0]
-    type_num = (byte >> 4) & 7
-    size, shift, pos = byte & 0x0F, 4, 1
-    while byte & 0x80:
-        byte = head[pos]
-        size |= (byte & 0x7F) << shift
-        shift += 7
-        pos += 1
-    if type_num == _OFS_DELTA:
-        while head[pos] & 0x80:
-            pos += 1
-        pos += 1
-    elif type_num == _REF_DELTA:
-        pos += 20
-    else:
-        return size
-    f.seek(offset + pos)
-    start = zlib.decompressobj().decompress(f.read(256), 32)
-    _, after = _varint(start, 0)
-    target, _ = _varint(start, after)
-    return target
-
-
 DEFAULT_MAX_OPEN_PACKS = 128
+#: (pack, limit) answers of `oversized_objects` remembered.
+MAX_CACHED_SIZE_ANSWERS = 1024
 
 
 class PackView:
@@ -82,6 +45,7 @@ class PackView:
         self.store = store
         self._max_open = max_open
         self._open: OrderedDict[str, Pack] = OrderedDict()
+        self._oversized: OrderedDict[tuple[str, int], tuple[tuple[str, int], ...]] = OrderedDict()
         self._lock = threading.RLock()
 
     def missing(self, packs: Sequence[str]) -> list[str]:
@@ -105,24 +69,30 @@ class PackView:
             return objects.is_ancestor(ancestor, descendant)
 
     def oversized_objects(self, digest: str, limit: int) -> list[tuple[str, int]]:
-        """(sha, uncompressed size) of every object of the pack larger than `limit`, by sha.
+        """The objects of pack `digest` larger than `limit` bytes, as (sha, size), by sha.
 
-        Read from the object headers only (a delta's size is its result's, from the delta
-        header), so the answer depends on the pack's bytes alone.
+        A delta counts with the size of its result. Raises GitViewError when the pack is
+        not held or cannot be read (never an empty answer by mistake).
         """
+        key = (digest, limit)
         with self._lock:
+            known = self._oversized.get(key)
+            if known is not None:
+                self._oversized.move_to_end(key)
+                return list(known)
             try:
                 pack = self._pack(digest)
-                found = [
-                    (sha.decode(), size)
-                    for sha, offset, _ in pack.index.iterentries()
-                    if (size := _object_size(pack.data, offset)) > limit
-                ]
+                found = _oversized(pack, str(self.store.pack_base(digest).with_suffix(".pack")), limit)
             except GitViewError:
                 raise
-            except (OSError, ValueError, IndexError, zlib.error) as exc:
-                raise GitViewError(f"cannot read pack {digest}: {exc}") from exc
-        return sorted(found)
+            except Exception as exc:  # I/O, a truncated or garbled pack: no answer is better than a wrong one
+                raise GitViewError(f"cannot read the sizes in pack {digest}: {exc}") from exc
+            finally:
+                self._trim()
+            self._oversized[key] = found
+            while len(self._oversized) > MAX_CACHED_SIZE_ANSWERS:
+                self._oversized.popitem(last=False)
+            return list(found)
 
     def close(self) -> None:
         with self._lock:
@@ -141,10 +111,12 @@ class PackView:
             except (OSError, ValueError) as exc:
                 raise GitViewError(f"cannot read the repository's packs: {exc}") from exc
             finally:
-                # Only between walks: a walk needs every pack it lists open.
-                while len(self._open) > self._max_open:
-                    _, old = self._open.popitem(last=False)
-                    old.close()
+                self._trim()  # only between walks: a walk needs every pack it lists open
+
+    def _trim(self) -> None:
+        while len(self._open) > self._max_open:
+            _, old = self._open.popitem(last=False)
+            old.close()
 
     def _pack(self, digest: str) -> Pack:
         pack = self._open.get(digest)
@@ -156,3 +128,31 @@ class PackView:
         pack = Pack(str(self.store.pack_base(digest)), object_format=SHA1)
         self._open[digest] = pack
         return pack
+
+
+def _oversized(pack: Pack, path: str, limit: int) -> tuple[tuple[str, int], ...]:
+    """Every entry's header, in pack order, once the pack and its index check out.
+
+    The answer feeds the ledger, so a pack damaged on this node's disk must not give a
+    different one: both checksums are verified first (a streaming read, once per pack).
+    """
+    pack.index.check()
+    entries = sorted((offset, sha) for sha, offset, _ in pack.index.iterentries())
+    found: list[tuple[str, int]] = []
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        trailer = os.pread(fd, 20, size - 20) if size >= 32 else b""
+        if trailer != pack.index.get_pack_checksum():
+            raise ValueError("the pack file does not match its index (truncated or replaced?)")
+        if compute_file_sha(f, SHA1.hash_func, end_ofs=-20).digest() != trailer:
+            raise ValueError("the pack file's checksum does not match its contents (damaged on disk?)")
+
+        def read_at(pos: int, n: int) -> bytes:
+            return os.pread(fd, n, pos)
+
+        for offset, sha in entries:
+            _, object_size = object_size_at(read_at, offset)
+            if object_size > limit:
+                found.append((sha_to_hex(sha).decode("ascii"), object_size))
+    return tuple(sorted(found))
