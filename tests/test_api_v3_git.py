@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -525,7 +526,10 @@ def test_file_contents(world: World) -> None:
     big_raw = world.client.get(
         world.repo("/contents/big.txt"), headers={"Accept": "application/vnd.github.raw"}
     )
-    assert big_raw.status_code == 200 and big_raw.content == BIG
+    assert big_raw.status_code == 200 and big_raw.content == BIG  # streamed by git cat-file
+    assert big_raw.headers["content-length"] == str(len(BIG))
+    assert big_raw.headers["etag"] == f'"{big["sha"]}"'
+    assert world.client.get(big["download_url"]).content == BIG
 
     error(world.client.get(world.repo("/contents/nope.txt")), 404, "Not Found")
     error(world.client.get(world.repo("/contents/src/%2E%2E/README.md")), 404, "Not Found")
@@ -628,3 +632,31 @@ def test_tarball(world: World) -> None:
     assert by_branch.headers["content-disposition"].endswith(f"octo-hello-{world.c3[:7]}.tar.gz")
     error(world.client.get(world.repo("/tarball/nope")), 404, "Not Found")
     assert world.anon.get(world.repo("/tarball")).status_code == 200  # a public repository
+
+
+def test_zipball(world: World) -> None:
+    r = world.client.get(world.repo("/zipball"))
+    assert r.status_code == 200, r.text
+    prefix = f"octo-hello-{world.c4[:7]}"
+    assert r.headers["content-type"] == "application/zip"
+    assert r.headers["content-disposition"] == f"attachment; filename={prefix}.zip"
+    assert r.headers["etag"] == f'"{world.c4}"'
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        names = set(z.namelist())
+        assert z.read(f"{prefix}/README.md") == b"# Hello again\n"
+        assert z.read(f"{prefix}/big.txt") == BIG
+        assert z.comment.decode() == world.c4
+    assert {f"{prefix}/src/app.py", f"{prefix}/bin/run", f"{prefix}/vendor/lib/"} <= names
+    assert all(n.startswith(prefix + "/") for n in names)
+    tagged = world.client.get(world.repo("/zipball/v1"))
+    with zipfile.ZipFile(io.BytesIO(tagged.content)) as z:
+        assert sorted(z.namelist()) == sorted(
+            f"octo-hello-{world.c1[:7]}/{p}"
+            for p in ("", "README.md", "docs/", "docs/README.md", "src/", "src/app.py")
+        )
+    by_branch = world.client.get(world.repo("/zipball/feature/x"))
+    assert by_branch.headers["content-disposition"].endswith(f"octo-hello-{world.c3[:7]}.zip")
+    error(world.client.get(world.repo("/zipball/nope")), 404, "Not Found")
+    error(world.client.get(f"{V3}/repos/octo/empty/zipball"), 404, "Not Found")
+    assert world.anon.get(world.repo("/zipball")).status_code == 200  # a public repository
+    assert world.anon.get(f"{V3}/repos/octo/secret/zipball").status_code == 404

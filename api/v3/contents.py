@@ -1,4 +1,4 @@
-"""Git data over REST: refs, commits, contents, READMEs and tarballs of a repository.
+"""Git data over REST: refs, commits, contents, READMEs and archives of a repository.
 
 Which refs exist, and where they point, comes from the finalized ledger state at the
 height the request is answered at (read before any await); the objects come from the
@@ -11,25 +11,33 @@ GitHub's answers: 409 "Git Repository is empty." for refs and commits of a repos
 nobody pushed to (404 "This repository is empty." for contents), 404 "No commit found
 for the ref X" / 422 "No commit found for SHA: X" for names that resolve to nothing,
 503 when git is not enabled on this node or a finalized object has not reached it.
+
+Memory: no request holds a large blob. Sizes come from object headers; files up to
+1 MB are read in-process, larger raw files and every archive (tarball, zipball) are
+streamed by C git, and those, like commit diffs, are expensive reads that take one of
+the node's few slots (`api.git_reads`: 503 with Retry-After when all are taken, and a
+time limit on each stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from dulwich.repo import Repo
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from adapters.git import browse
+from adapters.git.archive import ARCHIVE_MEDIA_TYPES, ArchiveFormat, archive_command, blob_command
 from adapters.git.browse import CommitInfo, Entry, Kind, Listed
 from adapters.git.store import GitStore
 from api.errors import ApiError
+from api.git_reads import read_limits, stream_git
 from api.pagination import Page, link_header, page_params
 from api.v3 import git_shapes
 from api.v3.deps import V3, Reader, V3Route, ValidationFailed, not_found
@@ -335,7 +343,11 @@ async def get_commit(owner: str, repo: str, ref: str, request: Request, ctx: Rea
         info = _commit_or(repo_, target, ref, ApiError(422, f"No commit found for SHA: {ref}"))
         return info, None if just_sha else browse.commit_diff(repo_, info)
 
-    info, diff = await read_git(target, work)
+    if just_sha:
+        info, diff = await read_git(target, work)
+    else:
+        async with read_limits(request)[1].slot():  # a diff reads up to a few MB of blobs
+            info, diff = await read_git(target, work)
     if just_sha:
         return PlainTextResponse(info.sha)
     return JSONResponse(git_shapes.commit(target.links, info, diff))
@@ -352,7 +364,7 @@ class _Found:
     entry: Entry
     kind: Kind
     size: int = 0
-    data: bytes | None = None  # a file's bytes; None when over the limit
+    data: bytes | None = None  # a file's bytes; None when over the inline limit (read them raw)
     listed: tuple[Listed, ...] = ()
     target: str = ""  # a symbolic link's target
     submodule_url: str | None = None
@@ -382,34 +394,45 @@ def _resolve_ref(target: GitTarget, ref: str | None) -> str:
     return ref or target.default_branch
 
 
-async def _content(target: GitTarget, ref: str, path: str, *, raw: bool) -> _Found:
-    limit = MAX_RAW_BYTES if raw else MAX_INLINE_BYTES
-
+async def _content(target: GitTarget, ref: str, path: str) -> _Found:
     def work(repo: Repo) -> _Found:
         info = _commit_or(repo, target, ref, ApiError(404, f"No commit found for the ref {ref}"))
         entry = browse.lookup(repo, info.tree, path)
         if entry is None:
             raise not_found()
-        return _describe(repo, info, entry, limit)
+        return _describe(repo, info, entry, MAX_INLINE_BYTES)
 
     return await read_git(target, work)
 
 
-def _raw(found: _Found) -> Response | None:
-    """The raw bytes of a file or a link (None for directories and submodules)."""
+async def _raw(request: Request, target: GitTarget, found: _Found) -> Response | None:
+    """The raw bytes of a file or a link (None for directories and submodules).
+
+    Files over the inline limit are streamed by `git cat-file` (an expensive read).
+    """
+    headers = {"ETag": f'"{found.entry.sha}"', "X-Content-Type-Options": "nosniff"}
     if found.kind == "file":
-        if found.data is None:
+        if found.size > MAX_RAW_BYTES:
             raise ApiError(
                 403,
                 f"This file is {found.size} bytes; the API serves files up to {MAX_RAW_BYTES} bytes. "
                 "Clone the repository to get it.",
+            )
+        if found.data is None:
+            path = str(target.store.repo_path(target.repo_id))
+            return await stream_git(
+                request,
+                lambda git: blob_command(git, path, found.entry.sha),
+                media_type="application/octet-stream",
+                headers={**headers, "Content-Length": str(found.size)},
+                unavailable="files over 1 MB are served raw only by nodes with git installed; "
+                "try another node, or clone the repository",
             )
         body = found.data
     elif found.kind == "symlink":
         body = found.target.encode()
     else:
         return None
-    headers = {"ETag": f'"{found.entry.sha}"', "X-Content-Type-Options": "nosniff"}
     return Response(body, media_type="application/octet-stream", headers=headers)
 
 
@@ -430,9 +453,9 @@ async def _contents_response(
 ) -> Response | Json | list[Json]:
     wanted = media(request)
     name = _resolve_ref(target, ref)
-    found = await _content(target, name, path, raw=wanted == "raw")
+    found = await _content(target, name, path)
     if wanted == "raw":
-        raw = _raw(found)
+        raw = await _raw(request, target, found)
         if raw is not None:
             return raw
     return _content_json(target, name, found, wanted == "object")
@@ -464,10 +487,10 @@ async def get_contents(
     "/repos/{owner}/{repo}/raw/{ref}/{path:path}",
     summary="A file's raw bytes (Stele's download_url; ref is a commit sha, branch or tag)",
 )
-async def get_raw(owner: str, repo: str, ref: str, path: str, ctx: Reader) -> Response:
+async def get_raw(owner: str, repo: str, ref: str, path: str, request: Request, ctx: Reader) -> Response:
     target = git_target(ctx, owner, repo)
-    found = await _content(target, _resolve_ref(target, ref), path, raw=True)
-    raw = _raw(found)
+    found = await _content(target, _resolve_ref(target, ref), path)
+    raw = await _raw(request, target, found)
     if raw is None:
         raise not_found()
     return raw
@@ -478,18 +501,17 @@ async def _readme(
 ) -> Response | Json:
     name = _resolve_ref(target, ref)
     raw = media(request) == "raw"
-    limit = MAX_RAW_BYTES if raw else MAX_INLINE_BYTES
 
     def work(repo: Repo) -> _Found:
         info = _commit_or(repo, target, name, ApiError(404, f"No commit found for the ref {name}"))
         entry = browse.find_readme(repo, info.tree, dirs)
         if entry is None:
             raise not_found()
-        return _describe(repo, info, entry, limit)
+        return _describe(repo, info, entry, MAX_INLINE_BYTES)
 
     found = await read_git(target, work)
     if raw:
-        response = _raw(found)
+        response = await _raw(request, target, found)
         if response is not None:
             return response
     body = _content_json(target, name, found, False)
@@ -517,10 +539,10 @@ async def get_dir_readme(
     return await _readme(request, git_target(ctx, owner, repo), ref, (directory.strip("/"),))
 
 
-# ---------------------------------------------------------------------------- tarballs
+# ---------------------------------------------------------------------------- archives
 
 
-async def _tarball(target: GitTarget, ref: str | None) -> StreamingResponse:
+async def _archive(request: Request, target: GitTarget, ref: str | None, fmt: ArchiveFormat) -> Response:
     if not target.refs:
         raise not_found()
     name = ref or target.default_branch
@@ -530,22 +552,37 @@ async def _tarball(target: GitTarget, ref: str | None) -> StreamingResponse:
 
     sha = await read_git(target, work)
     prefix = f"{target.owner}-{target.name}-{sha[:7]}"
-    chunks: Iterator[bytes] = browse.tarball(target.store, target.repo_id, sha, prefix)
-    return StreamingResponse(
-        chunks,
-        media_type="application/x-gzip",
-        headers={"Content-Disposition": f"attachment; filename={prefix}.tar.gz", "ETag": f'"{sha}"'},
+    path = str(target.store.repo_path(target.repo_id))
+    return await stream_git(
+        request,
+        lambda git: archive_command(git, path, sha, prefix, fmt),
+        media_type=ARCHIVE_MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f"attachment; filename={prefix}.{fmt}", "ETag": f'"{sha}"'},
+        unavailable="archives are served only by nodes with git installed; try another node",
     )
 
 
 @router.get("/repos/{owner}/{repo}/tarball", summary="A gzipped tar of the default branch")
-async def get_default_tarball(owner: str, repo: str, ctx: Reader) -> StreamingResponse:
-    return await _tarball(git_target(ctx, owner, repo), None)
+async def get_default_tarball(owner: str, repo: str, request: Request, ctx: Reader) -> Response:
+    return await _archive(request, git_target(ctx, owner, repo), None, "tar.gz")
 
 
 @router.get(
     "/repos/{owner}/{repo}/tarball/{ref:path}",
     summary="A gzipped tar of a branch, tag or commit (served here, not redirected)",
 )
-async def get_tarball(owner: str, repo: str, ref: str, ctx: Reader) -> StreamingResponse:
-    return await _tarball(git_target(ctx, owner, repo), ref or None)
+async def get_tarball(owner: str, repo: str, ref: str, request: Request, ctx: Reader) -> Response:
+    return await _archive(request, git_target(ctx, owner, repo), ref or None, "tar.gz")
+
+
+@router.get("/repos/{owner}/{repo}/zipball", summary="A zip archive of the default branch")
+async def get_default_zipball(owner: str, repo: str, request: Request, ctx: Reader) -> Response:
+    return await _archive(request, git_target(ctx, owner, repo), None, "zip")
+
+
+@router.get(
+    "/repos/{owner}/{repo}/zipball/{ref:path}",
+    summary="A zip archive of a branch, tag or commit (served here, not redirected)",
+)
+async def get_zipball(owner: str, repo: str, ref: str, request: Request, ctx: Reader) -> Response:
+    return await _archive(request, git_target(ctx, owner, repo), ref or None, "zip")
