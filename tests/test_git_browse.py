@@ -1,12 +1,18 @@
-"""`adapters.git.browse` over commits built with dulwich in a temporary `GitStore` (no node, no git CLI)."""
+"""`adapters.git.browse` over commits built with dulwich in a temporary `GitStore` (no node).
+
+The archive commands (`adapters.git.archive`) are run with the real git.
+"""
 
 from __future__ import annotations
 
 import gzip
 import io
 import os
+import shutil
 import stat
+import subprocess
 import tarfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from dulwich.objects import S_IFGITLINK, Blob, Commit, ObjectID, Tag, Tree
 from dulwich.repo import Repo
 
 from adapters.git import browse
+from adapters.git.archive import ArchiveFormat, archive_command, git_env
 from adapters.git.browse import Entry
 from adapters.git.store import GitStore
 
@@ -215,7 +222,9 @@ def test_lookup_and_list_dir(repo: Repo) -> None:
     assert root is not None and root.kind == "dir" and root.path == ""
     entry = browse.lookup(repo, info.tree, "/src/a/b.py/")
     assert entry is not None and (entry.kind, entry.name, entry.path) == ("file", "b.py", "src/a/b.py")
-    assert browse.read_blob(repo, entry.sha) == b"print(1)\n"
+    assert browse.read_blob_upto(repo, entry.sha, 9) == (9, b"print(1)\n")
+    assert browse.read_blob_upto(repo, entry.sha, 8) == (9, None)  # known from the header, not read
+    assert browse.read_blob_upto(repo, info.tree, 100) is None  # not a blob
     for missing in (
         "nope",
         "src/x",
@@ -377,7 +386,14 @@ def test_commit_diff_caps(repo: Repo) -> None:
     assert sum(1 for f in budget.files if f.patch is not None) == 5  # 2 bytes each, then the budget is gone
 
 
-# ---------------------------------------------------------------------------- tarballs
+# ---------------------------------------------------------------------------- archives (C git)
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")
+
+
+def archive(store: GitStore, sha: str, prefix: str, fmt: ArchiveFormat) -> subprocess.CompletedProcess[bytes]:
+    command = archive_command("git", str(store.repo_path(REPO_ID)), sha, prefix, fmt)
+    return subprocess.run(command, env=git_env(), capture_output=True)
 
 
 def _members(data: bytes) -> dict[str, tarfile.TarInfo]:
@@ -385,6 +401,7 @@ def _members(data: bytes) -> dict[str, tarfile.TarInfo]:
         return {m.name: m for m in tar.getmembers()}
 
 
+@needs_git
 def test_tarball(store: GitStore, repo: Repo) -> None:
     long_name = "d" * 120
     sha = commit(
@@ -396,16 +413,18 @@ def test_tarball(store: GitStore, repo: Repo) -> None:
             "link": (LINK, b"README.md"),
             "vendor/lib": (S_IFGITLINK, b"6" * 40),
             f"{long_name}/ünïcode.txt": b"long\n",
+            "big.bin": bytes(3 * 1024 * 1024),  # over core.bigFileThreshold: streamed by git
         },
         when=1_650_000_000,
     )
     prefix = "octo-hello-" + sha[:7]
-    data = b"".join(browse.tarball(store, REPO_ID, sha, prefix))
+    data = archive(store, sha, prefix, "tar.gz").stdout
     assert gzip.decompress(data)  # a valid gzip stream
     members = _members(data)
     assert set(members) == {
         prefix,
         f"{prefix}/README.md",
+        f"{prefix}/big.bin",
         f"{prefix}/bin",
         f"{prefix}/bin/run",
         f"{prefix}/link",
@@ -419,28 +438,36 @@ def test_tarball(store: GitStore, repo: Repo) -> None:
     }
     assert members[f"{prefix}/bin/run"].mode == 0o775 and members[f"{prefix}/README.md"].mode == 0o664
     assert members[f"{prefix}/link"].issym() and members[f"{prefix}/link"].linkname == "README.md"
-    assert members[f"{prefix}/vendor/lib"].isdir()
+    assert members[f"{prefix}/vendor/lib"].isdir()  # a submodule: an empty directory
     assert all(m.mtime == 1_650_000_000 for m in members.values())
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         assert tar.pax_headers.get("comment") == sha
         extracted = tar.extractfile(f"{prefix}/src/pkg/mod.py")
         assert extracted is not None and extracted.read() == b"x = 1\n" * 300
+        big = tar.extractfile(f"{prefix}/big.bin")
+        assert big is not None and big.read() == bytes(3 * 1024 * 1024)
     assert len(gzip.decompress(data)) % (20 * 512) == 0
     # the same commit gives the same bytes (no timestamps of now in the gzip or tar headers)
-    assert b"".join(browse.tarball(store, REPO_ID, sha, prefix)) == data
+    assert archive(store, sha, prefix, "tar.gz").stdout == data
 
 
-def test_tarball_is_streamed_in_pieces(store: GitStore, repo: Repo) -> None:
-    files: dict[str, bytes | tuple[int, bytes]] = {f"blob{i}": os.urandom(100_000) for i in range(8)}
-    sha = commit(repo, files)
-    pieces = list(browse.tarball(store, REPO_ID, sha, "p"))
-    assert len(pieces) > 2
-    assert len(_members(b"".join(pieces))) == 9
+@needs_git
+def test_zipball(store: GitStore, repo: Repo) -> None:
+    sha = commit(
+        repo, {"README.md": b"# hello\n", "src/a.py": b"a = 1\n", "big.bin": os.urandom(2 * 1024 * 1024)}
+    )
+    data = archive(store, sha, "p-1", "zip").stdout
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert sorted(z.namelist()) == ["p-1/", "p-1/README.md", "p-1/big.bin", "p-1/src/", "p-1/src/a.py"]
+        assert z.read("p-1/src/a.py") == b"a = 1\n"
+        assert len(z.read("p-1/big.bin")) == 2 * 1024 * 1024
+        assert z.comment.decode() == sha
 
 
-def test_tarball_of_a_missing_commit(store: GitStore) -> None:
-    with pytest.raises(browse.MissingObject):
-        list(browse.tarball(store, REPO_ID, "7" * 40, "p"))
+@needs_git
+def test_archive_of_a_missing_commit_fails(store: GitStore, repo: Repo) -> None:
+    proc = archive(store, "7" * 40, "p", "tar.gz")
+    assert proc.returncode != 0 and not proc.stdout
 
 
 def test_split_path() -> None:

@@ -1,4 +1,4 @@
-"""Reading a repository's objects for the REST API: names to commits, history, paths, READMEs, tarballs.
+"""Reading a repository's objects for the REST API: names to commits, history, paths, READMEs, diffs.
 
 Plain functions over a dulwich `Repo` (the node's bare repository, from `GitStore.open`).
 They only read objects. Which refs exist is the ledger's business, so callers pass the
@@ -7,9 +7,12 @@ may be written a moment later than the state a request is answered from; objects
 never deleted, so an object named by a finalized ref can always be read.
 
 Every walk is bounded (commits visited, directory entries, diff sizes), so that one
-request cannot make the node read a whole large repository, and the tarball is a
-generator that holds one object at a time. Paths are `/`-separated `str`s; names that are
-not UTF-8 are shown with U+FFFD and cannot be asked for by path.
+request cannot make the node read a whole large repository. Blob sizes and object types
+come from pack headers (`sizes.stored_object_info`), so a blob is only ever read whole
+when it is known to be small enough: listing a directory, diffing a commit or naming
+a blob where a commit is expected never inflates a large one. Archives and large raw
+files are streamed by C git instead (`adapters.git.archive`). Paths are `/`-separated
+`str`s; names that are not UTF-8 are shown with U+FFFD and cannot be asked for by path.
 """
 
 from __future__ import annotations
@@ -18,10 +21,7 @@ import heapq
 import posixpath
 import re
 import stat
-import tarfile
-import threading
-import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Literal
@@ -42,7 +42,7 @@ from dulwich.objects import (
 from dulwich.patch import is_binary, unified_diff
 from dulwich.repo import Repo
 
-from adapters.git.store import GitStore
+from adapters.git.sizes import stored_object_info
 
 #: Commits a history walk may visit for one request (skipped pages and filtered-out commits count).
 MAX_LOG_VISIT = 50_000
@@ -56,12 +56,10 @@ MAX_DIFF_BLOB_BYTES = 512 * 1024
 MAX_DIFF_TOTAL_BYTES = 4 * 1024 * 1024
 #: Symbolic links followed in a row when a path names one.
 MAX_SYMLINK_HOPS = 8
-#: Nesting of trees a tarball descends into (dulwich's default `core.maxTreeDepth`).
-MAX_TREE_DEPTH = 1280
-#: Blob sizes remembered across requests (see `_Sizes`).
-MAX_CACHED_SIZES = 200_000
 #: `.gitmodules` files larger than this are not parsed.
 MAX_GITMODULES_BYTES = 1024 * 1024
+#: A symbolic link whose target is longer than this (Linux's PATH_MAX) leads nowhere.
+MAX_SYMLINK_BYTES = 4096
 
 _HEX40 = re.compile(r"^[0-9a-fA-F]{40}$")
 _SHORT_HEX = re.compile(r"^[0-9a-fA-F]{4,39}$")
@@ -72,9 +70,6 @@ _README_MARKUP = frozenset(
 )
 _STATUS: dict[str, Literal["added", "removed", "modified"]] = {CHANGE_ADD: "added", CHANGE_DELETE: "removed"}
 _MAX_TAG_CHAIN = 16
-_FLUSH_BYTES = 64 * 1024
-_TAR_BLOCK = 512
-_TAR_RECORD = 20 * _TAR_BLOCK
 
 Kind = Literal["file", "dir", "symlink", "submodule"]
 
@@ -198,26 +193,37 @@ def get_object(repo: Repo, sha: str) -> ShaFile | None:
     return _load(repo, _oid(sha)) if _HEX40.match(sha) else None
 
 
-def object_type(repo: Repo, sha: str) -> str | None:
-    """`commit`, `tree`, `blob` or `tag`, or None when missing."""
+def object_info(repo: Repo, sha: str) -> tuple[str, int] | None:
+    """(`commit`/`tree`/`blob`/`tag`, size in bytes) from the object's headers; None when missing."""
     if not _HEX40.match(sha):
         return None
-    try:
-        type_num, _ = repo.object_store.get_raw(_oid(sha))
-    except KeyError:
+    found = stored_object_info(repo, sha.lower())
+    if found is None:
         return None
-    cls = object_class(type_num)
-    return cls.type_name.decode() if cls is not None else None
+    cls = object_class(found[0])
+    return (cls.type_name.decode(), found[1]) if cls is not None else None
+
+
+def object_type(repo: Repo, sha: str) -> str | None:
+    """`commit`, `tree`, `blob` or `tag`, or None when missing."""
+    info = object_info(repo, sha)
+    return info[0] if info is not None else None
 
 
 def peel_commit(repo: Repo, sha: str) -> Commit | None:
-    """The commit `sha` names, through any chain of annotated tags; None for anything else."""
-    obj = get_object(repo, sha)
+    """The commit `sha` names, through any chain of annotated tags; None for anything else.
+
+    Blobs and trees are told by their headers and never read.
+    """
     for _ in range(_MAX_TAG_CHAIN):
+        kind = object_type(repo, sha)
+        if kind not in ("tag", "commit"):
+            return None
+        obj = get_object(repo, sha)
         if not isinstance(obj, Tag):
-            break
-        obj = get_object(repo, obj.object[1].decode())
-    return obj if isinstance(obj, Commit) else None
+            return obj if isinstance(obj, Commit) else None
+        sha = obj.object[1].decode()
+    return None
 
 
 def resolve(repo: Repo, refs: Mapping[str, str], spec: str) -> str | None:
@@ -237,7 +243,7 @@ def resolve(repo: Repo, refs: Mapping[str, str], spec: str) -> str | None:
         if target is not None:
             found = peel_commit(repo, target)
             if found is None:
-                if get_object(repo, target) is None:
+                if object_type(repo, target) is None:
                     raise MissingObject(target)
                 return None  # a tag of a tree or a blob
             return found.id.decode()
@@ -402,65 +408,27 @@ def lookup(repo: Repo, tree_sha: str, path: str) -> Entry | None:
     return Entry("/".join(parts), found[0], found[1].decode())
 
 
-class _Sizes:
-    """Blob sizes by object id, shared by every repository (an id's content never changes).
-
-    Dulwich can only tell a blob's size by inflating it, so listings of large files
-    would otherwise inflate them on every request. Bounded: emptied when full.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._sizes: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def get(self, sha: str) -> int | None:
-        return self._sizes.get(sha)
-
-    def put(self, sha: str, size: int) -> None:
-        with self._lock:
-            if len(self._sizes) >= self._capacity:
-                self._sizes.clear()
-            self._sizes[sha] = size
-
-
-_SIZES = _Sizes(MAX_CACHED_SIZES)
-
-
-def read_blob(repo: Repo, sha: str) -> bytes | None:
-    obj = get_object(repo, sha)
-    if not isinstance(obj, Blob):
-        return None
-    data = obj.as_raw_string()
-    _SIZES.put(sha, len(data))
-    return data
-
-
 def read_blob_upto(repo: Repo, sha: str, limit: int) -> tuple[int, bytes | None] | None:
     """(size, bytes) of a blob, the bytes None when it is larger than `limit`; None when missing.
 
-    A blob known to be too large is not read again.
+    The size comes from the headers: a blob over the limit is never read.
     """
-    known = _SIZES.get(sha)
-    if known is not None and known > limit:
-        return known, None
-    data = read_blob(repo, sha)
-    if data is None:
+    info = object_info(repo, sha)
+    if info is None or info[0] != "blob":
         return None
-    return len(data), data if len(data) <= limit else None
+    if info[1] > limit:
+        return info[1], None
+    blob = get_object(repo, sha)
+    if not isinstance(blob, Blob):
+        return None
+    data = blob.as_raw_string()
+    return len(data), data
 
 
 def blob_size(repo: Repo, sha: str) -> int:
     """The blob's size in bytes (0 when it is missing)."""
-    known = _SIZES.get(sha)
-    if known is not None:
-        return known
-    try:
-        _, data = repo.object_store.get_raw(_oid(sha))
-    except KeyError:
-        return 0
-    _SIZES.put(sha, len(data))
-    return len(data)
+    info = object_info(repo, sha)
+    return info[1] if info is not None else 0
 
 
 def list_dir(repo: Repo, entry: Entry, limit: int = MAX_DIR_ENTRIES) -> tuple[list[Listed], bool]:
@@ -491,7 +459,8 @@ def follow_symlink(repo: Repo, tree_sha: str, entry: Entry, hops: int = MAX_SYML
             return current
         if current.kind != "symlink":
             return None
-        target = read_blob(repo, current.sha)
+        read = read_blob_upto(repo, current.sha, MAX_SYMLINK_BYTES)
+        target = read[1] if read is not None else None
         if target is None or target.startswith(b"/"):
             return None
         relative = target.decode("utf-8", "replace")
@@ -506,16 +475,18 @@ def follow_symlink(repo: Repo, tree_sha: str, entry: Entry, hops: int = MAX_SYML
 
 
 def symlink_target(repo: Repo, entry: Entry) -> str:
-    data = read_blob(repo, entry.sha)
+    read = read_blob_upto(repo, entry.sha, MAX_SYMLINK_BYTES)
+    data = read[1] if read is not None else None
     return data.decode("utf-8", "replace") if data is not None else ""
 
 
 def submodule_url(repo: Repo, tree_sha: str, path: str) -> str | None:
     """The URL `.gitmodules` (at the root of the tree) gives for the submodule at `path`."""
     found = lookup(repo, tree_sha, ".gitmodules")
-    if found is None or found.kind != "file" or blob_size(repo, found.sha) > MAX_GITMODULES_BYTES:
+    if found is None or found.kind != "file":
         return None
-    data = read_blob(repo, found.sha)
+    read = read_blob_upto(repo, found.sha, MAX_GITMODULES_BYTES)
+    data = read[1] if read is not None else None
     if data is None:
         return None
     try:
@@ -628,110 +599,3 @@ def _patch(before: bytes, after: bytes) -> tuple[str | None, int, int]:
     additions = sum(1 for line in lines if line.startswith(b"+"))
     deletions = sum(1 for line in lines if line.startswith(b"-"))
     return b"".join(lines).decode("utf-8", "replace").removesuffix("\n"), additions, deletions
-
-
-# ---------------------------------------------------------------------------- tarballs
-
-
-def tarball(store: GitStore, repo_id: str, commit_sha: str, prefix: str) -> Iterator[bytes]:
-    """A gzipped tar of the commit's tree under `prefix/`, produced piece by piece as it is read.
-
-    Like `git archive`: a pax global header carrying the commit id, a directory entry for
-    every directory, symbolic links as links, submodules as empty directories, every
-    time set to the commit time. The repository stays open until the generator ends or
-    is closed.
-    """
-    with store.open(repo_id) as repo:
-        yield from tar_gz(repo, commit_sha, prefix)
-
-
-def tar_gz(repo: Repo, commit_sha: str, prefix: str) -> Iterator[bytes]:
-    commit = peel_commit(repo, commit_sha)
-    if commit is None:
-        raise MissingObject(commit_sha)
-    deflate = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip, header time 0
-    pending: list[bytes] = []
-    pending_size = 0
-    for piece in _tar_pieces(repo, commit, prefix.strip("/")):
-        out = deflate.compress(piece)
-        if out:
-            pending.append(out)
-            pending_size += len(out)
-            if pending_size >= _FLUSH_BYTES:
-                yield b"".join(pending)
-                pending, pending_size = [], 0
-    pending.append(deflate.flush())
-    yield b"".join(pending)
-
-
-def _tar_header(name: bytes, kind: bytes, mode: int, mtime: int, size: int = 0, link: bytes = b"") -> bytes:
-    info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
-    info.type = kind
-    info.mode = mode
-    info.size = size
-    info.mtime = mtime
-    info.uname = info.gname = "root"
-    info.linkname = link.decode("utf-8", "surrogateescape")
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _safe_name(name: bytes) -> bool:
-    """What may be a path component in an archive (fsck already keeps the rest out of pushes)."""
-    if not name or b"/" in name or b"\x00" in name:
-        return False
-    return name.lower().rstrip(b". ") not in (b"", b".", b"..", b".git")
-
-
-def _tree(repo: Repo, sha: ObjectID) -> Tree:
-    tree = _load(repo, sha)
-    if not isinstance(tree, Tree):
-        raise MissingObject(sha.decode())
-    return tree
-
-
-def _tar_pieces(repo: Repo, commit: Commit, prefix: str) -> Iterator[bytes]:
-    """The tar bytes: the entries, the two zero blocks, padding to a whole record."""
-    length = 0
-    for piece in _tar_entries(repo, commit, prefix.encode("utf-8", "surrogateescape")):
-        length += len(piece)
-        yield piece
-    end = 2 * _TAR_BLOCK
-    yield b"\0" * (end + (-(length + end)) % _TAR_RECORD)
-
-
-def _tar_entries(repo: Repo, commit: Commit, root: bytes) -> Iterator[bytes]:
-    mtime = commit.commit_time
-    yield tarfile.TarInfo.create_pax_global_header({"comment": commit.id.decode()})
-    if root:
-        yield _tar_header(root, tarfile.DIRTYPE, 0o775, mtime)
-    # Depth first in git's order, each directory's entry right before its contents (as
-    # `git archive`), holding one tree per level.
-    stack: list[tuple[Iterator[TreeEntry], bytes]] = [(iter(_tree(repo, commit.tree).iteritems()), root)]
-    while stack:
-        items, base = stack[-1]
-        item = next(items, None)
-        if item is None:
-            stack.pop()
-            continue
-        if not _safe_name(item.path):
-            continue
-        name = base + b"/" + item.path if base else item.path
-        if S_ISGITLINK(item.mode):
-            yield _tar_header(name, tarfile.DIRTYPE, 0o775, mtime)  # an empty directory, as git does
-        elif stat.S_ISDIR(item.mode):
-            if len(stack) >= MAX_TREE_DEPTH:
-                raise BrowseError(f"trees nest deeper than {MAX_TREE_DEPTH} levels")
-            yield _tar_header(name, tarfile.DIRTYPE, 0o775, mtime)
-            stack.append((iter(_tree(repo, item.sha).iteritems()), name))
-        else:
-            blob = _load(repo, item.sha)
-            if not isinstance(blob, Blob):
-                raise MissingObject(item.sha.decode())
-            if stat.S_ISLNK(item.mode):
-                yield _tar_header(name, tarfile.SYMTYPE, 0o777, mtime, link=blob.as_raw_string())
-                continue
-            size = blob.raw_length()
-            yield _tar_header(name, tarfile.REGTYPE, 0o775 if item.mode & 0o111 else 0o664, mtime, size)
-            yield from blob.chunked
-            if size % _TAR_BLOCK:
-                yield b"\0" * (_TAR_BLOCK - size % _TAR_BLOCK)
