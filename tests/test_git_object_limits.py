@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,13 +29,12 @@ from adapters.git import GitStore, PackRejected, accept_peer_pack, receive_pack
 from adapters.git.pack_view import PackView
 from adapters.git.packs import ObjectTooLarge, accept_peer_pack_file
 from commands.git_view import GitView, GitViewError, MemoryGitView
+from tests.bombs import zero_blob_pack
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")
 
 GIB = 1 << 30
 MIB = 1 << 20
-#: The id of a blob of 1 GiB of zeros (`truncate -s 1G z && git hash-object z`).
-ZERO_GIB_BLOB = "4fce05a4e4ed8cefef2d99f32c519b2fd7841b74"
 T = TypeVar("T")
 ENV = {
     **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
@@ -109,19 +108,10 @@ class PackBuilder:
         return data + hashlib.sha1(data).digest()
 
 
-def zeros(total: int, piece: int = MIB) -> Iterator[bytes]:
-    block = bytes(piece)
-    while total > 0:
-        yield block[: min(piece, total)]
-        total -= piece
-
-
 @pytest.fixture(scope="module")
 def zero_gib_pack() -> bytes:
-    """One blob of 1 GiB of zeros (about 4.6 MB at zlib level 1)."""
-    p = PackBuilder()
-    p.add(Blob.type_num, zeros(GIB), size=GIB)
-    return p.finish()
+    """One blob of 1 GiB of zeros (about 1 MB; see `tests.bombs`)."""
+    return zero_blob_pack(1024)[0]
 
 
 def delta_bomb() -> bytes:
