@@ -15,10 +15,11 @@ Memory stays bounded whatever the pack claims (a 1 MB pack can inflate to 1 GiB)
   its result, from the first bytes of its data) and checked against the maximum object
   size before anything is inflated; the object is then inflated in 64 KiB pieces, only
   to find where its compressed data ends, and the output is dropped.
-- While indexing, an object is inflated whole (at most the limit), but a delta base
+- While indexing, a blob stored whole is hashed as it is inflated, piece by piece;
+  other objects and deltas are inflated whole (at most the limit), and a delta base
   waiting for its other children is kept only in a cache of one object's worth of
   bytes and read again from the pack when it was evicted (dulwich would keep every
-  such base of a branching delta tree at once).
+  such base of a branching delta tree at once). The work file is read, not mapped.
 - The final checks stream the file.
 
 A self-contained pack goes through unchanged (byte for byte), so `accept_peer_pack`
@@ -41,12 +42,11 @@ from typing import BinaryIO
 
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 from dulwich.object_format import SHA1
-from dulwich.objects import Blob, ObjectID, RawObjectID, ShaFile, sha_to_hex
+from dulwich.objects import Blob, ObjectID, RawObjectID, ShaFile, object_header, sha_to_hex
 from dulwich.pack import (
     DELTA_TYPES,
     OFS_DELTA,
     REF_DELTA,
-    PackData,
     PackIndexEntry,
     PackIndexer,
     PackStreamCopier,
@@ -379,15 +379,33 @@ class _BaseCache:
 class _CheckingIndexer(PackIndexer):
     """A `PackIndexer` that parses (and, with fsck, checks) every non-blob object, in bounded memory.
 
-    dulwich walks each delta tree depth first and keeps a base with its pending
-    children on the walk's stack, so a branching tree of deltas over one large object
-    (a few bytes each) holds a copy of that object per level. Here pending bases live
-    in a `_BaseCache` of `base_budget` bytes (one object's worth); one evicted before
-    its children are resolved is rebuilt from the pack along its delta chain.
+    - It reads the work file with plain reads, not through a memory map: pages of a
+      mapped pack count in the node's resident memory for as long as it is mapped.
+    - A blob that is not a delta is hashed as it is inflated, piece by piece (a blob
+      needs no parsing); it is inflated whole only if deltas in the pack build on it.
+    - dulwich walks each delta tree depth first and keeps a base with its pending
+      children on the walk's stack, so a branching tree of deltas over one large
+      object (a few bytes each) holds a copy of that object per level. Here pending
+      bases live in a `_BaseCache` of `base_budget` bytes (one object's worth); one
+      evicted before its children are resolved is rebuilt along its delta chain.
     """
 
     fsck = True
-    base_budget = 0
+
+    def __init__(
+        self,
+        f: BinaryIO,
+        get_raw: GetRaw | None,
+        *,
+        fsck: bool,
+        base_budget: int,
+    ) -> None:
+        super().__init__(f, SHA1.hash_func, resolve_ext_ref=get_raw, object_format=SHA1)
+        self._fd = f.fileno()
+        self.fsck = fsck
+        self._bases = _BaseCache(base_budget)
+        self._waiting: dict[int, int] = {}  # base offset -> children not yet resolved
+        self._ref_base: dict[int, int] = {}  # REF_DELTA offset -> its base's offset in this pack
 
     def _result(self, unpacked: UnpackedObject) -> PackIndexEntry:
         entry = super()._result(unpacked)
@@ -399,15 +417,36 @@ class _CheckingIndexer(PackIndexer):
                 obj.check()
         return entry
 
-    def set_pack_data(self, pack_data: PackData) -> None:
-        super().set_pack_data(pack_data)
-        self._bases = _BaseCache(self.base_budget)
-        self._waiting: dict[int, int] = {}  # base offset -> children not yet resolved
-        self._ref_base: dict[int, int] = {}  # REF_DELTA offset -> its base's offset in this pack
-
     def _read_at(self, offset: int, n: int) -> bytes:
-        assert self._contents is not None
-        return bytes(self._contents[offset : offset + n])
+        return os.pread(self._fd, n, offset)
+
+    def _hash_blob(self, offset: int) -> PackIndexEntry:
+        """The index entry of the whole blob at `offset`, inflating it piece by piece."""
+        header = entry_header_at(self._read_at, offset)
+        sha = SHA1.hash_func()
+        sha.update(object_header(Blob.type_num, header.size))
+        crc = zlib.crc32(self._read_at(offset, header.data_offset - offset))
+        inflater = zlib.decompressobj()
+        pos = header.data_offset
+        produced = 0
+        while not inflater.eof:
+            data = self._read_at(pos, _SKIM_PIECE)
+            if not data:
+                raise zlib.error("EOF before end of zlib stream")
+            rest = data
+            while rest and not inflater.eof:
+                out = inflater.decompress(rest, _SKIM_PIECE)
+                produced += len(out)
+                if produced > header.size:
+                    raise zlib.error("decompressed data exceeds expected size")
+                sha.update(out)
+                rest = inflater.unconsumed_tail
+            used = len(data) - len(inflater.unused_data) if inflater.eof else len(data)
+            crc = zlib.crc32(data[:used], crc)
+            pos += used
+        if produced != header.size:
+            raise zlib.error("decompressed data does not match expected size")
+        return RawObjectID(sha.digest()), offset, crc & 0xFFFFFFFF
 
     def _follow_chain(
         self, offset: int, obj_type_num: int, base_chunks: bytes | list[bytes] | None
@@ -415,21 +454,32 @@ class _CheckingIndexer(PackIndexer):
         todo: list[tuple[int, int, int | None]] = [(offset, obj_type_num, None)]
         while todo:
             offset, type_num, base_at = todo.pop()
-            base = base_chunks if base_at is None else self._base(base_at, type_num)
-            unpacked = self._resolve_object(offset, type_num, base)
-            del base
-            if base_at is not None:
-                self._child_done(base_at)
-            yield self._result(unpacked)
+            chunks: list[bytes] | None = None
+            if base_at is None and base_chunks is None and type_num == Blob.type_num:
+                entry = self._hash_blob(offset)
+                yield entry
+                sha = entry[0]
+            else:
+                base = base_chunks if base_at is None else self._base(base_at, type_num)
+                unpacked = self._resolve_object(offset, type_num, base)
+                del base
+                if base_at is not None:
+                    self._child_done(base_at)
+                yield self._result(unpacked)
+                sha, chunks = unpacked.sha(), unpacked.obj_chunks
+                del unpacked
             children = self._pending_ofs.pop(offset, [])
-            ref_children = self._pending_ref.pop(unpacked.sha(), [])
+            ref_children = self._pending_ref.pop(sha, [])
             for child in ref_children:
                 self._ref_base[child] = offset
             if children or ref_children:
-                assert unpacked.obj_type_num is not None and unpacked.obj_chunks is not None
-                self._bases.put(offset, unpacked.obj_chunks)
+                if chunks is None:
+                    chunks = self._resolve_object(offset, type_num, None).obj_chunks
+                assert chunks is not None
+                self._bases.put(offset, chunks)
                 self._waiting[offset] = len(children) + len(ref_children)
-                todo.extend((child, unpacked.obj_type_num, offset) for child in (*children, *ref_children))
+                todo.extend((child, type_num, offset) for child in (*children, *ref_children))
+            del chunks
 
     def _child_done(self, base_at: int) -> None:
         left = self._waiting[base_at] - 1
@@ -484,7 +534,7 @@ def _ingest(
     tmp_idx = tmp_pack.with_suffix(".idx")
     try:
         with os.fdopen(fd, "w+b") as f:
-            entries, ext_refs = _copy_and_index(f, tmp_pack, source, get_raw, fsck, limits.object)
+            entries, ext_refs = _copy_and_index(f, source, get_raw, fsck, limits.object)
             with _rejecting(source, "completing the thin pack"):
                 pack_sha, extra = extend_pack(f, ext_refs, get_raw=_resolver(get_raw), object_format=SHA1)
             f.flush()
@@ -510,12 +560,10 @@ def _ingest(
 
 
 def _copy_and_index(
-    f: BinaryIO, path: Path, source: _Source, get_raw: GetRaw | None, fsck: bool, max_object_bytes: int
+    f: BinaryIO, source: _Source, get_raw: GetRaw | None, fsck: bool, max_object_bytes: int
 ) -> tuple[list[PackIndexEntry], set[RawObjectID]]:
     """Copy the pack into `f`, checking sizes and trailer, then index it: (entries, external bases)."""
-    indexer = _CheckingIndexer(f, SHA1.hash_func, resolve_ext_ref=get_raw, object_format=SHA1)
-    indexer.fsck = fsck
-    indexer.base_budget = max_object_bytes
+    indexer = _CheckingIndexer(f, get_raw, fsck=fsck, base_budget=max_object_bytes)
     with _rejecting(source, "reading the pack"):
         copier = _SkimmingCopier(source.read_all, source.read_some, f, indexer, max_object_bytes)
         copier.verify()
@@ -527,8 +575,7 @@ def _copy_and_index(
     if copier.objects_end + _HASH_SIZE != f.seek(0, os.SEEK_END):
         raise PackRejected("unexpected data between the pack's last object and its checksum")
     f.seek(0)
-    with _rejecting(source, "resolving the pack's objects"), PackData(str(path), SHA1, file=f) as data:
-        indexer.set_pack_data(data)
+    with _rejecting(source, "resolving the pack's objects"):
         entries = list(indexer)
         ext_refs = set(indexer.ext_refs())
     if len(entries) != object_count:
