@@ -24,8 +24,14 @@ ArchiveFormat = Literal["tar.gz", "zip"]
 
 ARCHIVE_MEDIA_TYPES: dict[ArchiveFormat, str] = {"tar.gz": "application/x-gzip", "zip": "application/zip"}
 
-#: Blobs over this are streamed by git rather than read whole (git's default is 512 MiB).
-STREAM_THRESHOLD = "1m"
+#: Git settings for every read: blobs over 1 MiB are streamed rather than read whole (git's
+#: default is 512 MiB), and at most 64 MiB of packs are mapped at a time, in 16 MiB windows
+#: (mapped pages count in git's resident memory; the defaults map up to 1 GiB per pack).
+READ_SETTINGS = (
+    "core.bigFileThreshold=1m",
+    "core.packedGitWindowSize=16m",
+    "core.packedGitLimit=64m",
+)
 
 
 def git_env() -> dict[str, str]:
@@ -36,7 +42,8 @@ def git_env() -> dict[str, str]:
 
 
 def _git(git: str, repo_path: str) -> list[str]:
-    return [git, f"--git-dir={repo_path}", "-c", f"core.bigFileThreshold={STREAM_THRESHOLD}"]
+    settings = [arg for setting in READ_SETTINGS for arg in ("-c", setting)]
+    return [git, f"--git-dir={repo_path}", *settings]
 
 
 def archive_command(git: str, repo_path: str, commit: str, prefix: str, fmt: ArchiveFormat) -> list[str]:
