@@ -48,7 +48,7 @@ class GitReadConfig:
     #: Further expensive reads that may wait for a slot; beyond that, 503 at once.
     queued: int = 8
     #: How long a waiting read waits for a slot before its 503.
-    queue_wait_s: float = 30.0
+    queue_wait_s: float = 60.0
     #: A streamed read is cut off after this long, its git process killed.
     time_limit_s: float = 120.0
     #: What 503 answers put in Retry-After, in seconds.
