@@ -63,6 +63,9 @@ class HandlerContext:
     attested_by: int | None = None
     #: The protocol rules of this block's height (see `domain.rules`).
     rules: Rules = LATEST
+    #: The scopes of the API token a node attested the actor with; None when the user signed
+    #: the transaction with their own key, which acts with the user's full authority.
+    token_scopes: tuple[str, ...] | None = None
 
     def new_id(self, n: int) -> str:
         """The n-th id created by this transaction (uuid5 of tx id and n): the same on every node."""

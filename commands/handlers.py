@@ -1,8 +1,9 @@
 """The command registry: kind -> payload model and handler, and `decide`, the single entry point.
 
-`decide` validates the payload (422 with the offending fields) and runs the handler
-against the state at this height. It never does I/O and never reads anything but its
-arguments, so every node reaches the same decision.
+`decide` validates the payload (422 with the offending fields), checks that the token a
+node attested the actor with has the scopes the command needs (from protocol version 2,
+`commands.scopes`), and runs the handler against the state at this height. It never does
+I/O and never reads anything but its arguments, so every node reaches the same decision.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from commands import git, orgs, repos, teams, users
+from commands import git, orgs, repos, scopes, teams, users
 from commands import payloads as p
 from commands.decision import BAD_TRANSACTION, INVALID, Decision, HandlerContext, Rejection
 from commands.envelope import Transaction, format_validation_error
@@ -84,6 +85,10 @@ def decide(state: LedgerState, tx: Transaction, ctx: HandlerContext) -> Decision
     parsed = parse_payload(tx.kind, tx.payload, ctx.rules)
     if isinstance(parsed, Rejection):
         return parsed
+    if ctx.rules.token_scopes and ctx.token_scopes is not None:
+        refused = scopes.command_refusal(state, tx.kind, parsed, ctx.actor, ctx.token_scopes)
+        if refused is not None:
+            return refused
     return COMMANDS[tx.kind].handle(state, parsed, ctx)
 
 

@@ -224,9 +224,21 @@ def execute_block(
                     outcome = actor
                 else:
                     actor_id = actor.user_id
-                    node = tx.auth.node if isinstance(tx.auth, NodeAttestation) else None
+                    node: int | None = None
+                    token_scopes: tuple[str, ...] | None = None
+                    if isinstance(tx.auth, NodeAttestation):
+                        node = tx.auth.node
+                        token = fork.token_by_id(tx.auth.token_id)  # authenticate found it
+                        token_scopes = token.scopes if token is not None else ()
                     hctx = HandlerContext(
-                        tx_id, ctx.height, ctx.timestamp_ms, actor, ctx.git, node, ctx.rules
+                        tx_id,
+                        ctx.height,
+                        ctx.timestamp_ms,
+                        actor,
+                        ctx.git,
+                        node,
+                        ctx.rules,
+                        token_scopes=token_scopes,
                     )
                     outcome = _run_handler(fork, tx, hctx)
         if isinstance(outcome, Rejection):

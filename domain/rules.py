@@ -14,7 +14,9 @@ block whose app hash it cannot reproduce rather than forking silently.
 Version 1 is the first wave's rules. Version 2 adds: git's own ref-name rules decided
 by the ledger (directory/file conflicts, component and total lengths, reserved
 namespaces), per-ref (non-atomic) pushes unless the client asks for `--atomic`, the
-refusal to delete a repository's default branch, and the maximum object size.
+refusal to delete a repository's default branch, the maximum object size, and API token
+scopes: a node-attested transaction may do only what its token's scopes allow
+(`commands.scopes`); under version 1 a token acts with its user's full authority.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ class Rules:
     @property
     def per_ref_pushes(self) -> bool:
         """A push applies the refs it can and refuses the others, unless atomic (v2)."""
+        return self.version >= 2
+
+    @property
+    def token_scopes(self) -> bool:
+        """A token's OAuth scopes limit what it may do, in the ledger and the API (v2)."""
         return self.version >= 2
 
 

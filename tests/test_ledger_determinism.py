@@ -21,6 +21,7 @@ from domain.evolve import fold_block
 from tests.test_ledger_support import (
     ADMIN,
     CHAIN_ID,
+    FULL_SCOPES,
     GENESIS_MS,
     VALIDATORS,
     Chain,
@@ -90,7 +91,12 @@ def _build(blocks: list[list[tuple[str, str, tuple[str, dict[str, Any]]]]]) -> l
             chain.node_tx(
                 ADMIN,
                 "token.issue",
-                {"login": user, "token_id": f"tok-{user}", "token_hash": token_hash(user)},
+                {
+                    "login": user,
+                    "token_id": f"tok-{user}",
+                    "token_hash": token_hash(user),
+                    "scopes": list(FULL_SCOPES),
+                },
             )
         )
     for user in ("alice", "bob"):

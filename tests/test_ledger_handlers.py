@@ -400,7 +400,9 @@ def test_later_transactions_in_a_block_see_earlier_ones(chain: Chain) -> None:
     result = chain.block(
         chain.node_tx(ADMIN, "user.create", {"login": "dave", "email": "d@example.com"}),
         chain.node_tx(
-            ADMIN, "token.issue", {"login": "dave", "token_id": "tok-dave", "token_hash": token_hash("d")}
+            ADMIN,
+            "token.issue",
+            {"login": "dave", "token_id": "tok-dave", "token_hash": token_hash("d"), "scopes": ["repo"]},
         ),
     )
     chain.tokens["dave"] = "tok-dave"

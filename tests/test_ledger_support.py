@@ -13,6 +13,7 @@ from nacl.signing import SigningKey
 from commands.envelope import sign_as_node, sign_as_user
 from commands.ledger import BlockContext, BlockResult, GenesisAdmin, Receipt, execute_block, genesis_state
 from domain.ids import key_id_for
+from domain.rules import LATEST, Rules
 from domain.state import LedgerState
 
 CHAIN_ID = "stele-test"
@@ -20,6 +21,9 @@ GENESIS_MS = 1_700_000_000_000
 VALIDATOR_SEEDS = tuple(bytes([i + 1]) * 32 for i in range(4))
 VALIDATORS = tuple(bytes(SigningKey(seed).verify_key) for seed in VALIDATOR_SEEDS)
 ADMIN = "admin"
+#: The scopes of every token the driver issues (and the genesis admin's): enough for every
+#: command, so tests of permissions are not tests of scopes. Scope tests issue their own.
+FULL_SCOPES = ("admin:org", "admin:public_key", "delete_repo", "repo", "site_admin", "user")
 
 
 def token_hash(secret: str) -> str:
@@ -39,14 +43,17 @@ def user_key_id(login: str) -> str:
 
 
 def genesis() -> BlockResult:
-    admin = GenesisAdmin(ADMIN, "admin@example.com", token_hash("admin-secret"), token_id="tok-admin")
+    admin = GenesisAdmin(
+        ADMIN, "admin@example.com", token_hash("admin-secret"), token_id="tok-admin", scopes=FULL_SCOPES
+    )
     return genesis_state(CHAIN_ID, admin, GENESIS_MS, VALIDATORS)
 
 
 class Chain:
     """Executes one block per call on a base state, merging each result like a node would."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: Rules = LATEST) -> None:
+        self.rules = rules
         self.state: LedgerState = genesis().state
         self.tokens: dict[str, str] = {ADMIN: "tok-admin"}
         self.nonce = 0
@@ -58,7 +65,7 @@ class Chain:
 
     def ctx(self, height: int | None = None) -> BlockContext:
         h = self.state.height + 1 if height is None else height
-        return BlockContext(CHAIN_ID, h, GENESIS_MS + 1000 * h, VALIDATORS)
+        return BlockContext(CHAIN_ID, h, GENESIS_MS + 1000 * h, VALIDATORS, rules=self.rules)
 
     def node_tx(
         self,
@@ -104,6 +111,13 @@ class Chain:
         )
         return tx.encode()
 
+    def issue_token(
+        self, login: str, token_id: str, scopes: tuple[str, ...], *, secret: str | None = None
+    ) -> None:
+        """A token for `login` with these scopes (the admin issues it); attest with `token_id=`."""
+        digest = token_hash(f"{login}/{token_id}" if secret is None else secret)
+        self.ok(ADMIN, "token.issue", login=login, token_id=token_id, token_hash=digest, scopes=list(scopes))
+
     def block(self, *txs: bytes) -> BlockResult:
         result = execute_block(self.state, self.state.app_hash, self.ctx(), list(txs))
         result.state.merge_into_parent()
@@ -124,7 +138,7 @@ class Chain:
     def add_user(self, login: str, *, with_key: bool = False) -> str:
         user_id = self.ok(ADMIN, "user.create", login=login, email=f"{login}@example.com").result["user_id"]
         token_id = f"tok-{login}"
-        self.ok(ADMIN, "token.issue", login=login, token_id=token_id, token_hash=token_hash(login), scopes=[])
+        self.issue_token(login, token_id, FULL_SCOPES, secret=login)
         self.tokens[login] = token_id
         if with_key:
             self.ok(login, "user.add_key", login=login, public_key=user_public_key(login), title="laptop")

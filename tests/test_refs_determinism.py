@@ -21,7 +21,16 @@ from domain.events import ZERO_SHA
 from domain.evolve import fold_block
 from domain.ids import derive_id
 from domain.state import LedgerState
-from tests.test_ledger_support import ADMIN, CHAIN_ID, GENESIS_MS, VALIDATORS, Chain, genesis, token_hash
+from tests.test_ledger_support import (
+    ADMIN,
+    CHAIN_ID,
+    FULL_SCOPES,
+    GENESIS_MS,
+    VALIDATORS,
+    Chain,
+    genesis,
+    token_hash,
+)
 
 USERS = ("alice", "bob", "carol")
 
@@ -102,7 +111,12 @@ def _build(
             chain.node_tx(
                 ADMIN,
                 "token.issue",
-                {"login": user, "token_id": f"tok-{user}", "token_hash": token_hash(user)},
+                {
+                    "login": user,
+                    "token_id": f"tok-{user}",
+                    "token_hash": token_hash(user),
+                    "scopes": list(FULL_SCOPES),
+                },
             )
         )
     create = chain.node_tx("alice", "repo.create", {"owner": "alice", "name": "r"})
