@@ -10,6 +10,7 @@ from adapters.consensus_host import ConsensusHost
 from adapters.git.store import GitStore
 from adapters.ledger_host import LedgerHost
 from api import git_http, routes_admin, routes_chain, routes_ledger, v3
+from api.auth import OAuthScopeHeaders
 from api.errors import install_error_handlers
 from api.gateway import CommandGateway
 from api.limits import BodyGuard, HttpLimits
@@ -42,6 +43,7 @@ def create_app(
         app.state.push_handler = PushService(app.state.gateway, git_store, offer_pack)
     install_error_handlers(app)
     app.add_middleware(BodyGuard, limits=http_limits if http_limits is not None else HttpLimits.from_env())
+    app.add_middleware(OAuthScopeHeaders)
     app.include_router(routes_chain.router)
     app.include_router(v3.router, prefix="/api/v3")
     app.include_router(routes_ledger.router)

@@ -2,6 +2,11 @@
 
 Only the SHA-256 of a token is ever stored or logged; the token itself exists in
 the response that issues it and in the client's hands.
+
+`OAuthScopeHeaders` tells clients about scopes as GitHub does: every response to a
+request with a valid token carries `X-OAuth-Scopes` (the token's scopes), and
+`X-Accepted-OAuth-Scopes` (what the route checks for) where the route recorded it with
+`accepts`. Which scopes a route needs is `commands.scopes`.
 """
 
 from __future__ import annotations
@@ -11,8 +16,15 @@ import binascii
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.ledger_host import LedgerHost
 from api.errors import ApiError
+from commands import scopes
 from domain.records import Token, User
 from domain.state import LedgerState
 
@@ -72,3 +84,67 @@ def require(caller: Caller | None) -> Caller:
     if caller is None:
         raise ApiError(401, "Requires authentication")
     return caller
+
+
+def require_site_admin_scope(request: Request, ledger: LedgerHost, caller: Caller) -> None:
+    """Native site-administration routes: the caller's token needs `site_admin` (protocol v2)."""
+    accepts(request, scopes.SITE_ADMINISTRATION)
+    if not ledger.rules.at(ledger.height + 1).token_scopes:
+        return
+    refused = scopes.SITE_ADMINISTRATION.refusal(caller.token.scopes)
+    if refused is not None:
+        raise ApiError(refused.code, refused.message)
+
+
+# -- scope headers ---------------------------------------------------------------------------
+
+OAUTH_SCOPES = "X-OAuth-Scopes"
+ACCEPTED_OAUTH_SCOPES = "X-Accepted-OAuth-Scopes"
+_ACCEPTED_STATE = "stele_accepted_scopes"
+
+
+def accepts(request: Request, need: scopes.Need) -> None:
+    """Record the scopes this route accepts, for the response's `X-Accepted-OAuth-Scopes`."""
+    setattr(request.state, _ACCEPTED_STATE, need.accepted_header)
+
+
+class OAuthScopeHeaders:
+    """ASGI middleware adding GitHub's scope headers to responses to token-authenticated requests.
+
+    The token is looked up again here (a hash look-up), so every route gets the header
+    whichever way it authenticates; a request without a valid token gets neither header.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_scopes(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                token = _valid_token(scope)
+                if token is not None:
+                    headers = MutableHeaders(scope=message)
+                    headers[OAUTH_SCOPES] = scopes.header(token.scopes)
+                    state: dict[str, Any] = scope.get("state") or {}
+                    accepted = state.get(_ACCEPTED_STATE)
+                    if isinstance(accepted, str):
+                        headers[ACCEPTED_OAUTH_SCOPES] = accepted
+            await send(message)
+
+        await self.app(scope, receive, send_with_scopes)
+
+
+def _valid_token(scope: Scope) -> Token | None:
+    app = scope.get("app")
+    ledger = getattr(getattr(app, "state", None), "ledger", None)
+    if ledger is None:
+        return None
+    try:
+        caller = authenticate(ledger.state, Headers(scope=scope).get("authorization"))
+    except ApiError:
+        return None
+    return None if caller is None else caller.token

@@ -52,6 +52,9 @@ ADMIN_TOKEN_FILE = "admin.token"
 ADMIN_LOGIN = "admin"
 ADMIN_EMAIL = "admin@stele.localhost"
 ADMIN_TOKEN_ID = "genesis-admin"
+#: The bootstrap admin's token may do everything its user may: site administration,
+#: repositories (deleting them too), organizations and teams, keys, the profile.
+ADMIN_SCOPES = ("admin:org", "admin:public_key", "delete_repo", "repo", "site_admin", "user")
 STATUS_PATH = "/api/v1/status"
 
 # The directory that holds the `api` package, so `python -m api.cli` works even
@@ -579,6 +582,7 @@ def _create_new(d: Path, n: int, http_port: int, p2p_port: int) -> tuple[list[De
         "email": ADMIN_EMAIL,
         "token_hash": token_hash(token),
         "token_id": ADMIN_TOKEN_ID,
+        "scopes": list(ADMIN_SCOPES),
     }
     extra = {"admin": admin, "protocol": ChainRules.latest().to_json()}
     genesis = Genesis(CHAIN_ID, int(time.time() * 1000), tuple(vals), extra)

@@ -21,7 +21,9 @@ caller; to an anonymous one it answers 401 with `WWW-Authenticate: Basic realm="
 (so git sends the credentials it has, or asks for them), which is also what an
 unknown repository answers anonymously, so that a private repository's existence does
 not leak. Pushing needs write permission (401 anonymously, 403 otherwise); the ledger
-checks it again at apply time.
+checks it again at apply time. The token's scopes narrow this (protocol version 2): a
+private repository needs `repo` (404 without), a push `repo`, or `public_repo` for a
+public repository (403 "Permission to ... denied" without).
 
 Bodies are streamed; `Content-Encoding: gzip` request bodies (git gzips large fetch
 negotiations) are inflated on the fly, with the size limits applied to the inflated
@@ -67,6 +69,7 @@ from adapters.ledger_host import LedgerHost
 from api.auth import Caller, authenticate
 from api.errors import ApiError
 from api.v3.contents import REPAIRING_MESSAGE
+from commands import scopes
 from domain.permissions import WRITE, effective_permission, rank
 from domain.records import Repo
 
@@ -261,6 +264,15 @@ def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
     record = state.repo_by_name(owner, name)
     user_id = caller.user.user_id if caller is not None else None
     permission = effective_permission(state, user_id, record.repo_id) if record is not None else None
+    # Token scopes (commands.scopes) bind from protocol version 2: a private repository is
+    # not found by a token without `repo`, and a push needs `repo` (`public_repo` for a
+    # public repository), checked again by the ledger at apply time.
+    token_scopes = caller.token.scopes if caller is not None else None
+    if token_scopes is not None and not ledger.rules.at(ledger.height + 1).token_scopes:
+        token_scopes = None
+    if record is not None and token_scopes is not None:
+        if not scopes.can_read_repo(token_scopes, record.private):
+            permission = None
     if record is None or permission is None:
         if caller is None:
             raise GitHttpError(401, "Authentication required", REALM_HEADER)
@@ -273,6 +285,10 @@ def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
             raise GitHttpError(401, "Authentication required to push", REALM_HEADER)
         why = " (the repository is archived)" if record.archived else ""
         raise GitHttpError(403, f"Permission to {record.full_name}.git denied to {caller.user.login}{why}.")
+    if push and caller is not None and token_scopes is not None:
+        refused = scopes.push(record.private, record.full_name, caller.user.login).refusal(token_scopes)
+        if refused is not None:
+            raise GitHttpError(refused.code, refused.message)
     path = store.ensure_repo(record.repo_id, record.default_branch)
     _sync_head(store, record, path)
     return _Context(store, _config(request), caller, record, str(path))

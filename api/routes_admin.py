@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 
 from adapters.git.repair import Repair
 from adapters.ledger_host import LedgerHost
-from api.auth import authenticate, require
+from api.auth import authenticate, require, require_site_admin_scope
 from api.errors import ApiError
 
 router = APIRouter(tags=["admin"])
@@ -27,6 +27,7 @@ def _admin_ledger(request: Request) -> LedgerHost:
     caller = require(authenticate(ledger.state, request.headers.get("authorization")))
     if not caller.user.site_admin:
         raise ApiError(403, "repairs are available to site administrators")
+    require_site_admin_scope(request, ledger, caller)
     if ledger.repairs is None:
         raise ApiError(503, "git is not enabled on this node")
     return ledger

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from adapters.consensus_host import ConsensusHost
 from adapters.ledger_host import LedgerHost
-from api.auth import authenticate, require
+from api.auth import authenticate, require, require_site_admin_scope
 from api.errors import ApiError
 from api.tx_view import raw_visible, tx_of, viewer_of
 
@@ -38,6 +38,7 @@ async def events(
     caller = require(authenticate(ledger.state, request.headers.get("authorization")))
     if not caller.user.site_admin:
         raise ApiError(403, "the event stream is available to site administrators")
+    require_site_admin_scope(request, ledger, caller)
     items = ledger.events.events_after(after, limit)
     out = [{"position": pos, **event.model_dump()} for pos, event in items]
     return {"events": out, "next_after": out[-1]["position"] if out else after}

@@ -164,6 +164,8 @@ PRIVATE_PROFILE = Need(frozenset({READ_USER, USER}), required=False)
 EMAIL = Need(frozenset({USER, USER_EMAIL}), required=False)
 #: An organization's public profile.
 ORG_PROFILE = Need(frozenset({ADMIN_ORG, READ_ORG, REPO, USER, WRITE_ORG}), required=False)
+#: A team of an organization (who may see it at all is `domain.permissions.can_see_team`).
+READ_TEAM = Need(frozenset({ADMIN_ORG, READ_ORG, REPO, WRITE_ORG}))
 #: The authenticated user's own keys.
 READ_KEYS = Need(frozenset({ADMIN_PUBLIC_KEY, READ_PUBLIC_KEY, WRITE_PUBLIC_KEY}))
 #: Site administration (user and organization creation, tokens, the event stream, repairs).

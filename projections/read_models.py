@@ -130,12 +130,17 @@ class ReadModels:
         )
         return self._repo_page(where, {"owner": owner_id, "viewer": viewer_user_id}, page, per_page)
 
-    def list_repos_for_user(self, user_id: str, page: int = 1, per_page: int = 30) -> tuple[list[Row], int]:
-        """Live repositories the user owns or has any ACL row on, with the user's `permission`."""
+    def list_repos_for_user(
+        self, user_id: str, page: int = 1, per_page: int = 30, *, public_only: bool = False
+    ) -> tuple[list[Row], int]:
+        """Live repositories the user owns or has any ACL row on, with the user's `permission`;
+        only the public ones with `public_only` (a token without the `repo` scope)."""
         where = (
             "NOT r.deleted AND (r.owner_id = $viewer OR EXISTS "
             "(SELECT 1 FROM acl x WHERE x.repo_id = r.repo_id AND x.user_id = $viewer))"
         )
+        if public_only:
+            where += " AND NOT r.private"
         return self._repo_page(where, {"viewer": user_id}, page, per_page)
 
     def _repo_page(

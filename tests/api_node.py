@@ -30,6 +30,11 @@ from domain.rules import ChainRules
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_LOGIN = "admin"
 ADMIN_EMAIL = "admin@example.com"
+#: The genesis admin's token scopes (as `stele up` gives them).
+ADMIN_SCOPES = ("admin:org", "admin:public_key", "delete_repo", "repo", "site_admin", "user")
+#: What `create_user` issues by default: every scope a user's own work needs, so that tests
+#: of permissions stay tests of permissions (the scope tests issue narrower tokens).
+USER_SCOPES = ("admin:org", "admin:public_key", "delete_repo", "repo", "user")
 
 
 def free_port() -> int:
@@ -109,6 +114,7 @@ def start_api_node(
                     "login": ADMIN_LOGIN,
                     "email": ADMIN_EMAIL,
                     "token_hash": hashlib.sha256(admin_token.encode()).hexdigest(),
+                    "scopes": list(ADMIN_SCOPES),
                 },
                 "protocol": ChainRules.latest().to_json(),
             },
@@ -204,7 +210,7 @@ def expect(response: httpx.Response, status: int) -> Any:
     return response.json() if response.content else None
 
 
-def create_user(admin: httpx.Client, login: str, scopes: tuple[str, ...] = ("repo",)) -> str:
+def create_user(admin: httpx.Client, login: str, scopes: tuple[str, ...] = USER_SCOPES) -> str:
     """Create a user through the v3 admin API and return a fresh API token for them."""
     expect(admin.post("/api/v3/admin/users", json={"login": login, "email": f"{login}@example.com"}), 201)
     issued = expect(

@@ -5,6 +5,10 @@
   `?min_position=P`), then authenticate the caller against the finalized state
   (401 "Bad credentials" for an unknown or revoked token); `Writer` also requires a
   caller (401 "Requires authentication").
+- Token scopes (`commands.scopes`): `V3.check(need)` records what a route accepts (sent
+  as `X-Accepted-OAuth-Scopes`) and refuses a token without it as GitHub does (mostly
+  404); `V3.has(need)` asks without refusing. They bind from protocol version 2, as in
+  the ledger. `command` checks a command's scopes with the very rule the ledger applies.
 - `command` runs a ledger command through the gateway and turns rejections into
   GitHub's errors: 409 (a name already taken) becomes 422 with code `already_exists`,
   422 becomes GitHub's validation body, every other code passes through unchanged.
@@ -31,10 +35,13 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 
 from adapters.ledger_host import LedgerHost
-from api.auth import Caller, authenticate, require
+from api.auth import Caller, accepts, authenticate, require
 from api.errors import DOCS_URL, ApiError, error_response
 from api.gateway import CommandGateway
 from api.v3.shapes import Json, Urls
+from commands import scopes
+from commands.decision import Rejection
+from commands.handlers import parse_payload
 from commands.ledger import Receipt
 from domain.state import LedgerState
 
@@ -92,10 +99,28 @@ class V3:
     gateway: CommandGateway
     caller: Caller | None
     urls: Urls
+    #: Whether token scopes bind (the rules of the next block: protocol version 2 on).
+    scoped: bool
 
     @property
     def state(self) -> LedgerState:
         return self.ledger.state
+
+    def has(self, need: scopes.Need) -> bool:
+        """Whether the caller's token holds a scope `need` accepts (always, where scopes do not
+        bind or there is no token)."""
+        if not self.scoped or self.caller is None:
+            return True
+        return need.allows(self.caller.token.scopes)
+
+    def check(self, need: scopes.Need) -> None:
+        """Advertise what this route accepts; refuse a token that lacks it as GitHub does."""
+        accepts(self.request, need)
+        if not self.scoped or self.caller is None:
+            return
+        refused = need.refusal(self.caller.token.scopes)
+        if refused is not None:
+            raise ApiError(refused.code, refused.message)
 
     @property
     def viewer_id(self) -> str | None:
@@ -119,7 +144,8 @@ async def _context(
     # No await from here on: everything the route reads is from this one height.
     setattr(request.state, _POSITION_STATE, ledger.height)
     caller = authenticate(ledger.state, request.headers.get("authorization"))
-    return V3(request, ledger, gateway, caller, Urls(str(request.base_url)))
+    scoped = ledger.rules.at(ledger.height + 1).token_scopes
+    return V3(request, ledger, gateway, caller, Urls(str(request.base_url)), scoped)
 
 
 async def _writer(ctx: Annotated[V3, Depends(_context)]) -> V3:
@@ -137,8 +163,15 @@ Writer = Annotated[V3, Depends(_writer)]
 async def command(
     ctx: V3, kind: str, payload: dict[str, Any], *, resource: str, field: str | None = None
 ) -> Receipt:
-    """Run a ledger command for the caller; its successful receipt, or the rejection as GitHub's error."""
+    """Run a ledger command for the caller; its successful receipt, or the rejection as GitHub's error.
+
+    The token's scopes are checked first with the ledger's own rule (`commands.scopes`), on
+    the state this request reads; the ledger checks them again at apply time.
+    """
     caller = ctx.require()
+    parsed = parse_payload(kind, payload, ctx.ledger.rules.at(ctx.ledger.height + 1))
+    if not isinstance(parsed, Rejection):  # an invalid payload is the ledger's 422
+        ctx.check(scopes.command_need(ctx.state, kind, parsed, caller.user))
     try:
         return await ctx.gateway.run(caller, kind, payload)
     except ApiError as exc:

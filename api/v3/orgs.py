@@ -21,8 +21,10 @@ from api.v3.deps import (
     not_found,
     ok,
 )
+from commands import scopes
 from commands.payloads import Login, TeamName, Text
 from domain.events import TeamRole
+from domain.permissions import can_see_team
 
 router = APIRouter(route_class=V3Route, tags=["v3: organizations"])
 
@@ -84,6 +86,7 @@ async def create_org(body: CreateOrgBody, ctx: Writer) -> JSONResponse:
 
 @router.get("/orgs/{org}", summary="An organization")
 async def get_org(org: str, ctx: Reader) -> shapes.Json:
+    ctx.check(scopes.ORG_PROFILE)
     row = ctx.ledger.read.get_org(org)
     if row is None:
         raise not_found()
@@ -145,6 +148,27 @@ async def create_team(org: str, body: CreateTeamBody, ctx: Writer) -> JSONRespon
         org_public_repos=_public_repos(ctx, org_row["org_id"]),
     )
     return created(body_json, receipt)
+
+
+@router.get("/orgs/{org}/teams/{team_slug}", summary="A team (read:org); 404 to whoever may not see it")
+async def get_team(org: str, team_slug: str, ctx: Reader) -> shapes.Json:
+    ctx.check(scopes.READ_TEAM)
+    org_row = ctx.ledger.read.get_org(org)
+    found = ctx.state.org_by_login(org)
+    team = ctx.state.team_by_slug(found.org_id, team_slug) if found is not None else None
+    if org_row is None or team is None or not can_see_team(ctx.state, ctx.viewer_id, team):
+        raise not_found()
+    team_row = ctx.ledger.read.get_team(org, team.slug)
+    if team_row is None:
+        raise not_found()
+    return shapes.team(
+        ctx.urls,
+        team_row,
+        org_row,
+        members=len(ctx.ledger.read.team_members(team_row["team_id"])),
+        repos=len(ctx.ledger.read.team_repos(team_row["team_id"])),
+        org_public_repos=_public_repos(ctx, org_row["org_id"]),
+    )
 
 
 @router.put("/orgs/{org}/teams/{team_slug}/memberships/{user}", summary="Add a team member or set their role")

@@ -1,8 +1,10 @@
 """Repositories and their direct collaborators.
 
 A private repository is 404 (never 403) to anyone without read access, anonymous
-callers included: reads check the viewer's effective permission against the finalized
-state, and the ledger's handlers answer writes the same way at apply time.
+callers included, and to a token without the `repo` scope: reads check the viewer's
+effective permission against the finalized state and the token's scopes, and the
+ledger's handlers answer writes the same way at apply time. Lists leave out private
+repositories for a token without `repo`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from api.v3.deps import (
     not_found,
     ok,
 )
+from commands import scopes
 from commands.payloads import Branch, RepoName, Text
 from domain.permissions import READ, effective_permission
 
@@ -125,14 +128,23 @@ def _repo_json(ctx: V3, owners: _Owners, row: shapes.Json, level: str | None) ->
 
 
 def _visible_repo(ctx: V3, owner: str, repo: str) -> tuple[shapes.Json, str]:
-    """The repo row and the viewer's effective permission; 404 when it is missing or hidden."""
+    """The repo row and the viewer's effective permission; 404 when it is missing or hidden
+    (from the viewer, or from a token without the `repo` scope if it is private)."""
+    ctx.check(scopes.repo_read(private=False))  # advertise `repo` before knowing anything
     row = ctx.ledger.read.get_repo(owner, repo)
     if row is None:
         raise not_found()
     level = effective_permission(ctx.state, ctx.viewer_id, row["repo_id"])
     if level is None:
         raise not_found()
+    ctx.check(scopes.repo_read(private=bool(row["private"])))
     return row, level
+
+
+def _sees_private_repos(ctx: V3) -> bool:
+    """Whether the caller's token may list private repositories (it holds `repo`)."""
+    ctx.check(scopes.repo_read(private=False))
+    return ctx.has(scopes.repo_read(private=True))
 
 
 def _repo_after(ctx: V3, repo_id: str) -> shapes.Json:
@@ -191,7 +203,9 @@ async def list_user_repos(
     request: Request, ctx: Reader, page: Annotated[Page, Depends(page_params)]
 ) -> JSONResponse:
     caller = ctx.require()
-    rows, total = ctx.ledger.read.list_repos_for_user(caller.user.user_id, page.page, page.per_page)
+    rows, total = ctx.ledger.read.list_repos_for_user(
+        caller.user.user_id, page.page, page.per_page, public_only=not _sees_private_repos(ctx)
+    )
     return _page_response(request, ctx, rows, page, total)
 
 
@@ -202,9 +216,8 @@ async def list_org_repos(
     org_row = ctx.ledger.read.get_org(org)
     if org_row is None:
         raise not_found()
-    rows, total = ctx.ledger.read.list_repos_for_owner(
-        org_row["org_id"], ctx.viewer_id, page.page, page.per_page
-    )
+    viewer = ctx.viewer_id if _sees_private_repos(ctx) else None  # None: public ones only
+    rows, total = ctx.ledger.read.list_repos_for_owner(org_row["org_id"], viewer, page.page, page.per_page)
     return _page_response(request, ctx, rows, page, total)
 
 
