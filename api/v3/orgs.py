@@ -202,6 +202,19 @@ async def set_team_membership(
     )
 
 
+@router.delete(
+    "/orgs/{org}/teams/{team_slug}/memberships/{user}", status_code=204, summary="Remove a team member"
+)
+async def remove_team_membership(org: str, team_slug: str, user: str, ctx: Writer) -> Response:
+    receipt = await command(
+        ctx,
+        "team.remove_member",
+        {"org": org, "team_slug": team_slug, "user": user},
+        resource="TeamMember",
+    )
+    return no_content(receipt)
+
+
 @router.put(
     "/orgs/{org}/teams/{team_slug}/repos/{owner}/{repo}",
     status_code=204,
