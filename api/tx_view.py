@@ -1,13 +1,15 @@
 """Transactions and receipts as the native routes show them: only to callers who may see them.
 
 The rule is `commands.visibility`: the authenticated actor, site admins, and whoever may
-read everything the transaction touched, judged on this node's finalized state.
+read everything the transaction touched, judged on this node's finalized state, and no
+more than the caller's token scopes let it read (from protocol version 2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.consensus_host import ConsensusHost
@@ -20,8 +22,28 @@ from consensus.interface import Finalized
 from consensus.types import Block
 
 
-def viewer_of(caller: Caller | None) -> str | None:
-    return None if caller is None else caller.user.user_id
+@dataclass(frozen=True)
+class Viewer:
+    """An authenticated caller as the visibility rule needs them: who, and their token's scopes."""
+
+    user_id: str
+    token_scopes: tuple[str, ...]
+
+
+#: A viewer: authenticated (`Viewer`), a bare user id (no token, so no scopes), or anonymous.
+ViewerLike = Viewer | str | None
+
+
+def viewer_of(caller: Caller | None) -> Viewer | None:
+    return None if caller is None else Viewer(caller.user.user_id, caller.token.scopes)
+
+
+def _judge(ledger: LedgerHost, viewer: ViewerLike) -> tuple[str | None, tuple[str, ...] | None]:
+    """(user id, the scopes that bind or None) of a viewer, under the rules of the next block."""
+    if not isinstance(viewer, Viewer):
+        return viewer, None
+    binding = ledger.rules.at(ledger.height + 1).token_scopes
+    return viewer.user_id, viewer.token_scopes if binding else None
 
 
 def block_txs(host: ConsensusHost, height: int) -> tuple[bytes, ...] | None:
@@ -37,10 +59,11 @@ def tx_of(host: ConsensusHost, receipt: Receipt) -> bytes | None:
     return txs[receipt.index] if txs is not None and 0 <= receipt.index < len(txs) else None
 
 
-def raw_visible(ledger: LedgerHost, viewer: str | None, raw: bytes | None, receipt: Receipt) -> bool:
+def raw_visible(ledger: LedgerHost, viewer: ViewerLike, raw: bytes | None, receipt: Receipt) -> bool:
     """Whether the viewer may see this outcome of these transaction bytes (and so learn of it)."""
     what = touched_by_bytes(raw, receipt, receipt.height, rules=ledger.rules.at(receipt.height))
-    return can_see(ledger.state, viewer, what)
+    user_id, scopes = _judge(ledger, viewer)
+    return can_see(ledger.state, user_id, what, scopes=scopes)
 
 
 #: Transactions rendered between two yields to the event loop (a full block costs ~0.4 s).
@@ -48,7 +71,7 @@ _SLICE = 64
 
 
 async def block_transactions(
-    ledger: LedgerHost, viewer: str | None, height: int, txs: tuple[bytes, ...]
+    ledger: LedgerHost, viewer: ViewerLike, height: int, txs: tuple[bytes, ...]
 ) -> list[dict[str, Any]]:
     """Each transaction of a block as the viewer may see it; the others only as redacted ids.
 
@@ -61,6 +84,7 @@ async def block_transactions(
     state of the moment (a later block may be applied in between, never half of one).
     """
     out: list[dict[str, Any]] = []
+    user_id, scopes = _judge(ledger, viewer)
     for index, raw in enumerate(txs):
         if index and index % _SLICE == 0:
             await asyncio.sleep(0)
@@ -73,7 +97,7 @@ async def block_transactions(
         # A replayed copy of an earlier transaction is judged by that transaction's receipt.
         judged_at = receipt.height if receipt is not None else height
         what = touched(tx, receipt, judged_at, rules=ledger.rules.at(judged_at))
-        if not can_see(ledger.state, viewer, what):
+        if not can_see(ledger.state, user_id, what, scopes=scopes):
             out.append({"tx_id": tx_id, "redacted": True})
             continue
         own = receipt if receipt is not None and (receipt.height, receipt.index) == (height, index) else None

@@ -12,6 +12,14 @@ transaction's content only to a viewer who may see it:
   repository made private later hides its old transactions, and a resource that no
   longer exists (or never did) hides them from everyone but the actor and site admins.
 
+A viewer who authenticated with an API token sees no more than the token's scopes let it
+read (`commands.scopes`, when `can_see` is given them): a private repository needs `repo`,
+an organization's membership `read:org`, a team what reading the team needs, a user's
+email `user:email` (or `site_admin`); seeing everything as a site administrator needs
+`site_admin`, on top of what each resource needs. Even
+the actor's own transactions follow this, so a token limited to public information never
+learns the names of private repositories or branches its user pushed to.
+
 `touched` is a pure function of the decoded transaction and its receipt, with one
 classifier per command kind in `TOUCHES` (tests check that every kind in
 `commands.handlers.COMMANDS` has one, so a new kind cannot be shown by default).
@@ -21,11 +29,12 @@ visible to site administrators (and the authenticated actor) only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from commands import payloads as p
+from commands import scopes as sc
 from commands.decision import BAD_TRANSACTION, UNAUTHORIZED, Rejection
 from commands.envelope import EnvelopeError, Transaction, decode_transaction
 from commands.handlers import parse_payload
@@ -204,11 +213,20 @@ def touched_by_bytes(raw: bytes | None, receipt: Receipt | None, height: int, *,
     return touched(tx, receipt, height, rules=rules)
 
 
-def can_see(state: LedgerState, viewer_id: str | None, what: Touched) -> bool:
-    """Whether the viewer (None = anonymous) may see the transaction, judged on `state` now."""
+def can_see(
+    state: LedgerState, viewer_id: str | None, what: Touched, *, scopes: Iterable[str] | None = None
+) -> bool:
+    """Whether the viewer (None = anonymous) may see the transaction, judged on `state` now.
+
+    `scopes`: those of the token the viewer authenticated with, where scopes bind; None
+    when they do not (no token, or a chain on protocol version 1).
+    """
+    have = None if scopes is None else sc.expand(scopes)
+    if have is not None and not all(_scoped(state, have, what.height, r) for r in what.resources):
+        return False
     viewer = state.user(viewer_id) if viewer_id is not None else None
     if viewer is not None:
-        if viewer.site_admin:
+        if viewer.site_admin and (have is None or sc.SITE_ADMIN in have):
             return True
         actor = state.user_by_login(what.actor) if what.actor is not None else None
         if actor is not None and actor.user_id == viewer.user_id:
@@ -216,6 +234,27 @@ def can_see(state: LedgerState, viewer_id: str | None, what: Touched) -> bool:
     if not what.resources:
         return False
     return all(_may_read(state, viewer_id, what.height, r) for r in what.resources)
+
+
+def _scoped(state: LedgerState, have: frozenset[str], height: int, resource: Resource) -> bool:
+    """Whether a token with these (expanded) scopes may read this kind of resource at all."""
+    match resource:
+        case RepoNamed(owner, name):
+            repo_id = state.repo_named_at(owner, name, height)
+            repo = state.repo(repo_id) if repo_id is not None else None
+            return sc.can_read_repo(have, repo is not None and repo.private)
+        case RepoById(repo_id):
+            repo = state.repo(repo_id)
+            return sc.can_read_repo(have, repo is not None and repo.private)
+        case OrgMembership():
+            return sc.READ_ORG in have
+        case TeamNamed():
+            return sc.READ_TEAM.allows(have)
+        case UserPrivate():  # an email; creating users is site administration
+            return sc.EMAIL.allows(have) or sc.SITE_ADMIN in have
+        case Credentials():
+            return True  # only the actor and site administrators see these anyway
+    return False  # pragma: no cover - every resource type is matched above
 
 
 def _may_read(state: LedgerState, viewer_id: str | None, height: int, resource: Resource) -> bool:

@@ -334,3 +334,22 @@ def test_git_responses_carry_the_tokens_scopes(world: World, pushed: Path) -> No
         assert r.status_code == 200 and r.headers["x-oauth-scopes"] == "public_repo"
         r = c.get(f"{world.node.url}/boss/priv.git/info/refs", params={"service": "git-upload-pack"})
         assert r.status_code == 404 and r.headers["x-oauth-scopes"] == "public_repo"
+
+
+def test_native_routes_show_transactions_only_as_far_as_the_scopes_reach(world: World) -> None:
+    boss = world.node.client(world.boss_token)
+    created = boss.post(f"{V3}/user/repos", json={"name": "hush", "private": True})
+    assert created.status_code == 201, created.text
+    height = int(created.headers["x-stele-position"])  # the block that created it
+
+    def block(token: str) -> list[dict[str, Any]]:
+        body = expect(world.node.client(world.tokens[token]).get(f"/api/v1/blocks/{height}"), 200)
+        return [t for t in body["transactions"] if t.get("kind") == "repo.create" or t.get("redacted")]
+
+    shown = [t for t in block("repo") if t.get("payload", {}).get("name") == "hush"]
+    assert len(shown) == 1 and shown[0]["actor"] == "boss"
+    tx_id = shown[0]["tx_id"]
+    hidden = block("public_repo")
+    assert {"tx_id": tx_id, "redacted": True} in hidden  # boss's own transaction, but private
+    assert world.node.client(world.tokens["repo"]).get(f"/api/v1/receipts/{tx_id}").status_code == 200
+    assert world.node.client(world.tokens["public_repo"]).get(f"/api/v1/receipts/{tx_id}").status_code == 404

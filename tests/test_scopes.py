@@ -17,6 +17,7 @@ from commands import scopes
 from commands.decision import Rejection
 from commands.handlers import COMMANDS, parse_payload
 from commands.ledger import Receipt
+from commands.visibility import Touched, can_see, touched_by_bytes
 from domain.events import ZERO_SHA
 from domain.rules import LATEST, LEGACY, Rules
 from tests.test_ledger_support import ADMIN, Chain, user_public_key
@@ -253,3 +254,37 @@ def test_the_scope_is_judged_against_the_repository_at_that_height() -> None:
     )
     assert result.receipts[0].ok
     refused(result.receipts[1], 404)
+
+
+# -- who sees a transaction ----------------------------------------------------------------
+
+
+def test_a_token_sees_no_more_transactions_than_its_scopes_let_it_read() -> None:
+    c = world(LATEST)
+    ids = {login: c.state.user_by_login(login) for login in ("alice", "bob", ADMIN)}
+    alice, bob, admin = (u.user_id for u in ids.values() if u is not None)
+
+    def what(actor: str, kind: str, **payload: Any) -> Touched:
+        raw = c.node_tx(actor, kind, payload)
+        receipt = c.run(raw)
+        assert receipt.ok, receipt
+        return touched_by_bytes(raw, receipt, receipt.height, rules=LATEST)
+
+    private = what("alice", "repo.update", owner="alice", repo="priv", description="x")
+    assert can_see(c.state, alice, private)  # no token: the user's own view
+    assert can_see(c.state, alice, private, scopes=["repo"])
+    assert not can_see(c.state, alice, private, scopes=["public_repo", "admin:org"])  # even her own
+    assert can_see(c.state, admin, private, scopes=["site_admin", "repo"])
+    assert not can_see(c.state, admin, private, scopes=["site_admin"])
+
+    public = what("alice", "repo.update", owner="alice", repo="pub", description="x")
+    assert can_see(c.state, bob, public, scopes=[]) and can_see(c.state, None, public)
+
+    membership = what("alice", "org.set_membership", org="acme", user="bob", role="member")
+    assert can_see(c.state, bob, membership, scopes=["read:org"])
+    assert can_see(c.state, bob, membership, scopes=["admin:org"])
+    assert not can_see(c.state, bob, membership, scopes=["repo", "user"])
+
+    admin_everything = what(ADMIN, "user.create", login="newbie", email="n@example.com")
+    assert can_see(c.state, admin, admin_everything, scopes=["site_admin"])
+    assert not can_see(c.state, bob, admin_everything, scopes=["site_admin", "user"])
