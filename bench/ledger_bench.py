@@ -58,7 +58,8 @@ def _tx(chain: str, seed: bytes, node: int, token_id: str, n: int) -> bytes:
 def without_consensus(blocks: int, per_block: int) -> None:
     seed = hashlib.sha256(b"bench").digest()
     pub = bytes(SigningKey(seed).verify_key)
-    admin = GenesisAdmin("admin", "admin@example.com", "0" * 64, "tok-admin")
+    # user.create is site administration: the token needs the site_admin scope.
+    admin = GenesisAdmin("admin", "admin@example.com", "0" * 64, "tok-admin", scopes=("site_admin",))
     g = genesis_state("bench", admin, 0, (pub,))
     txs = [
         [_tx("bench", seed, 0, "tok-admin", b * per_block + i) for i in range(per_block)]
@@ -105,7 +106,7 @@ def with_consensus(root: Path, blocks: int, per_block: int, commands: int) -> No
         # A fresh admin token whose id the node-attested bench transactions name.
         r = client.post(
             f"{net.url(0)}/api/v3/admin/users/admin/authorizations",
-            json={"scopes": []},
+            json={"scopes": ["site_admin"]},
             headers={"Authorization": f"token {token}"},
         )
         token_id = str(r.json()["node_id"])
