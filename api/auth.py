@@ -104,8 +104,13 @@ _ACCEPTED_STATE = "stele_accepted_scopes"
 
 
 def accepts(request: Request, need: scopes.Need) -> None:
-    """Record the scopes this route accepts, for the response's `X-Accepted-OAuth-Scopes`."""
-    setattr(request.state, _ACCEPTED_STATE, need.accepted_header)
+    """Record the scopes this route accepts, for the response's `X-Accepted-OAuth-Scopes`.
+
+    The first record wins: a write that reads its result back afterwards (through a read
+    helper that records `repo`) still answers with what the write accepted.
+    """
+    if getattr(request.state, _ACCEPTED_STATE, None) is None:
+        setattr(request.state, _ACCEPTED_STATE, need.accepted_header)
 
 
 class OAuthScopeHeaders:

@@ -353,3 +353,15 @@ def test_native_routes_show_transactions_only_as_far_as_the_scopes_reach(world: 
     assert {"tx_id": tx_id, "redacted": True} in hidden  # boss's own transaction, but private
     assert world.node.client(world.tokens["repo"]).get(f"/api/v1/receipts/{tx_id}").status_code == 200
     assert world.node.client(world.tokens["public_repo"]).get(f"/api/v1/receipts/{tx_id}").status_code == 404
+
+
+def test_a_write_answers_with_what_the_write_accepts(world: World) -> None:
+    """PUT protection reads the repository back afterwards; the header stays the write's."""
+    c = world.node.client(world.tokens["public_repo"])
+    body = {"required_status_checks": None, "enforce_admins": None}
+    body |= {"required_pull_request_reviews": None, "restrictions": None}
+    r = c.put(f"{V3}/repos/boss/pub/branches/guarded/protection", json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-accepted-oauth-scopes"] == "public_repo, repo"
+    r = world.node.client(world.tokens["user"]).delete(f"{V3}/repos/boss/pub/branches/guarded/protection")
+    assert r.status_code == 404 and r.headers["x-accepted-oauth-scopes"] == "public_repo, repo"
