@@ -21,9 +21,7 @@ caller; to an anonymous one it answers 401 with `WWW-Authenticate: Basic realm="
 (so git sends the credentials it has, or asks for them), which is also what an
 unknown repository answers anonymously, so that a private repository's existence does
 not leak. Pushing needs write permission (401 anonymously, 403 otherwise); the ledger
-checks it again at apply time. The token's scopes narrow this (protocol version 2): a
-private repository needs `repo` (404 without), a push `repo`, or `public_repo` for a
-public repository (403 "Permission to ... denied" without).
+checks it again at apply time.
 
 Bodies are streamed; `Content-Encoding: gzip` request bodies (git gzips large fetch
 negotiations) are inflated on the fly, with the size limits applied to the inflated
@@ -264,9 +262,10 @@ def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
     record = state.repo_by_name(owner, name)
     user_id = caller.user.user_id if caller is not None else None
     permission = effective_permission(state, user_id, record.repo_id) if record is not None else None
-    # Token scopes (commands.scopes) bind from protocol version 2: a private repository is
-    # not found by a token without `repo`, and a push needs `repo` (`public_repo` for a
-    # public repository), checked again by the ledger at apply time.
+    # Token scopes (commands.scopes) narrow this from protocol version 2: a private
+    # repository is not found (404) by a token without `repo`, and a push needs `repo`, or
+    # `public_repo` for a public repository (403 "Permission to ... denied"); the ledger
+    # checks the push's scopes again at apply time.
     token_scopes = caller.token.scopes if caller is not None else None
     if token_scopes is not None and not ledger.rules.at(ledger.height + 1).token_scopes:
         token_scopes = None
