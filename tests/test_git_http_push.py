@@ -37,6 +37,7 @@ from commands.git_view import GitView
 from domain import events as ev
 from domain.evolve import apply_event
 from domain.records import Repo
+from domain.rules import ChainRules
 from domain.state import LedgerState
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")
@@ -93,6 +94,8 @@ def _state() -> LedgerState:
 @dataclass
 class FakeLedger:
     state: LedgerState
+    height: int = 0
+    rules: ChainRules = field(default_factory=ChainRules.latest)  # token scopes bind
 
 
 @dataclass
