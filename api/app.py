@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from adapters.consensus_host import ConsensusHost
 from adapters.git.store import GitStore
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api import git_http, routes_admin, routes_chain, routes_ledger, v3
 from api.auth import OAuthScopeHeaders
 from api.errors import install_error_handlers

@@ -22,7 +22,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.errors import ApiError
 from commands import scopes
 from domain.records import Token, User

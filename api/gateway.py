@@ -8,17 +8,21 @@ here, with the log position in `X-Stele-Position`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
 from typing import Any
 
 from adapters.consensus_host import ConsensusHost
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.auth import Caller
 from api.errors import ApiError
 from commands.envelope import sign_as_node
-from commands.ledger import Receipt, precheck_transaction
+from commands.ledger import HandlerFault, Receipt, precheck_transaction
 from consensus.mempool import AddResult
+
+log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 20.0
 MIN_POSITION_WAIT_S = 10.0
@@ -47,18 +51,26 @@ class CommandGateway:
         )
         return tx.encode()
 
-    def precheck(self, raw: bytes) -> Receipt:
+    async def precheck(self, raw: bytes) -> Receipt:
         """The receipt the command would get in the next block on this node's state.
 
-        Raises `GitViewError` if a push names a pack this node does not hold.
+        Runs in a worker thread (a push's check walks its objects, which takes long for a
+        large pack). Raises `GitViewError` if a push names a pack this node cannot read,
+        and ApiError(500) if the handler fails (a bug or a fault of this node).
         """
         ctx = self.ledger.next_context(time.time_ns() // 1_000_000)
-        return precheck_transaction(self.ledger.state, ctx, raw)
+        try:
+            return await asyncio.to_thread(precheck_transaction, self.ledger.state, ctx, raw)
+        except HandlerFault as exc:
+            log.error("precheck failed: %s", exc)
+            raise ApiError(
+                500, "this node could not check the command; try again or ask another node"
+            ) from None
 
     async def run(self, caller: Caller, kind: str, payload: dict[str, Any]) -> Receipt:
         """Submit a command and return its successful receipt, or raise the rejection as an ApiError."""
         raw = self.build(caller, kind, payload)
-        early = self.precheck(raw)
+        early = await self.precheck(raw)
         if not early.ok:
             raise ApiError(early.code, early.message)
         return await self.submit(raw)

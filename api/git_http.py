@@ -63,7 +63,7 @@ from adapters.git.protocol import (
     service_preamble,
 )
 from adapters.git.store import DEFAULT_MAX_PACK_BYTES, GitStore
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.auth import Caller, authenticate
 from api.errors import ApiError
 from api.v3.contents import REPAIRING_MESSAGE

@@ -18,10 +18,11 @@ from adapters.consensus_host import ConsensusHost, HostConfig, NodeHalt
 from adapters.git.pack_blobs import PackBlobs
 from adapters.git.store import GitStore
 from adapters.keys import KeyFileError, load_key, public_key
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.app import create_app
 from api.metrics import NodeMetrics
 from consensus.genesis import Genesis, GenesisError
+from consensus.types import Block
 
 log = logging.getLogger("stele.node")
 
@@ -67,9 +68,14 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
     genesis, seed = _load(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     git_store = GitStore(opts.data_dir / "git")
+    wiring = _Wiring(asyncio.get_running_loop())
     try:
         ledger = LedgerHost(
-            genesis=genesis, data_dir=opts.data_dir, event_store_url=opts.event_store_url, git=git_store
+            genesis=genesis,
+            data_dir=opts.data_dir,
+            event_store_url=opts.event_store_url,
+            git=git_store,
+            ports=wiring,
         )
     except (NodeHalt, ValueError) as exc:
         raise NodeStartError(str(exc)) from None
@@ -93,13 +99,14 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         available=ledger.block_available,
         tx_ready=ledger.tx_available,
     )
-    ledger.set_block_lookup(host.replica.blocks.get)
     blobs = _pack_sync(opts, git_store, host, ledger)
+    wiring.host, wiring.blobs = host, blobs
     try:
         ledger.recover(host.store, lambda h, top: log.info("replaying the ledger: %d/%d blocks", h, top))
     except NodeHalt as exc:
         ledger.close()
         raise NodeStartError(f"ledger recovery failed: {exc}") from None
+    ledger.start(asyncio.get_running_loop())  # from now on blocks run on the ledger's worker
     if ledger.repairs is not None:
         marked = ledger.check_repositories()
         if marked:
@@ -166,11 +173,7 @@ def _pack_sync(opts: NodeOptions, git: GitStore, host: ConsensusHost, ledger: Le
     """Packs between validators: fetched when a block needs them, offered after a local push."""
 
     def ready(digest: str) -> None:
-        try:
-            ledger.pack_ready(digest)  # finalized blocks that waited for it are applied now
-        except NodeHalt as halt:
-            host.halt(halt)
-            return
+        ledger.pack_ready(digest)  # finalized blocks that waited for it are applied now
         host.app_ready()  # and proposals waiting for it can be voted on
         if ledger.repairs is not None:
             ledger.repairs.wake()  # a repair may have waited for this pack
@@ -185,11 +188,40 @@ def _pack_sync(opts: NodeOptions, git: GitStore, host: ConsensusHost, ledger: Le
         queued_bytes=host.p2p.queued_bytes,
     )
     host.blob_handler = blobs.on_message
-    ledger.want_pack = blobs.want
-    loop = asyncio.get_running_loop()
-    # Later, not now: the leader asks while iterating the mempool.
-    ledger.evict_tx = lambda raw: loop.call_soon(host.mempool.discard, raw)
     return blobs
+
+
+class _Wiring:
+    """What the ledger needs from consensus and the blob sync, which in turn need the ledger.
+
+    The ledger is built first (its callbacks go to consensus), then consensus and the blob
+    sync, and they are set here before anything runs: the one place the cycle is closed.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.host: ConsensusHost | None = None
+        self.blobs: BlobSync | None = None
+
+    def block(self, block_hash: bytes) -> Block | None:
+        return self.host.replica.blocks.get(block_hash) if self.host is not None else None
+
+    def want_pack(self, digest: str) -> None:
+        if self.blobs is not None:
+            self.blobs.want(digest)
+
+    def evict_tx(self, raw: bytes) -> None:
+        if self.host is not None:
+            # Later, not now: the leader asks while iterating the mempool.
+            self.loop.call_soon(self.host.mempool.discard, raw)
+
+    def app_ready(self) -> None:
+        if self.host is not None:
+            self.host.app_ready()
+
+    def halt(self, halt: NodeHalt) -> None:
+        if self.host is not None:
+            self.host.halt(halt)
 
 
 def run_node(opts: NodeOptions) -> int:

@@ -22,10 +22,10 @@ from typing import Any
 from adapters.git.packs import ReceivedPack
 from adapters.git.protocol import RefUpdate
 from adapters.git.store import GitStore
-from adapters.ledger_host import PUSH_KIND
 from api.auth import Caller
 from api.errors import ApiError
 from api.gateway import CommandGateway
+from commands.availability import PUSH_KIND
 from commands.git_view import GitViewError
 from commands.ledger import Receipt
 from domain.events import ZERO_SHA
@@ -78,7 +78,7 @@ class PushService:
         gateway = self.gateway
         raw = gateway.build(caller, PUSH_KIND, payload)
         try:
-            early = gateway.precheck(raw)
+            early = await gateway.precheck(raw)
         except GitViewError as exc:
             log.error("push precheck could not read the repository's packs: %s", exc)
             return _all(updates, "this node is missing objects of the repository; try another node")

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from adapters.git.repair import Repair
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.auth import authenticate, require, require_site_admin_scope
 from api.errors import ApiError
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from adapters.consensus_host import ConsensusHost
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.auth import authenticate
 from api.errors import ApiError
 from api.gateway import CommandGateway
@@ -196,11 +196,11 @@ async def submit(
     reason = ledger.admit(tx)
     if reason is not None:
         raise ApiError(400, f"not a valid transaction: {reason}")
-    if missing := ledger.missing_packs((tx,)):
+    if missing := ledger.availability.missing((tx,)):
         raise ApiError(422, _missing_pack_message(missing[0]))
     gateway: CommandGateway = request.app.state.gateway
     try:
-        early = gateway.precheck(tx)
+        early = await gateway.precheck(tx)
     except GitViewError:
         raise ApiError(503, "this node cannot read the repository's packs; try another node") from None
     if not early.ok and raw_visible(ledger, viewer, tx, early):
@@ -274,7 +274,7 @@ async def submit_batch(request: Request) -> JSONResponse:
     rejected = []
     for i, tx in enumerate(txs):
         reason = ledger.admit(tx)
-        if reason is None and (missing := ledger.missing_packs((tx,))):
+        if reason is None and (missing := ledger.availability.missing((tx,))):
             reason = _missing_pack_message(missing[0])
         if reason is not None:
             rejected.append({"index": i, "reason": reason})

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from adapters.consensus_host import ConsensusHost
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.auth import authenticate, require, require_site_admin_scope
 from api.errors import ApiError
 from api.tx_view import raw_visible, tx_of, viewer_of

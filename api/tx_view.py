@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.consensus_host import ConsensusHost
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.auth import Caller
 from commands.envelope import EnvelopeError, decode_transaction
 from commands.ledger import Receipt

@@ -16,11 +16,11 @@ Contract for implementations (the node's git adapter), which determinism depends
 - `complete` names commits the caller knows to be complete in those packs (the ref tips
   of the state: refs are only ever set to complete commits); a walk may stop there. The
   answer must be the same with or without it.
-- When the view cannot answer (a listed pack it does not hold, an I/O error), raise
-  `GitViewError`, never answer False: `execute_block` lets it propagate, so the node
-  records no outcome for the block and waits for the pack (or stops loudly) instead of
-  forking silently. (Any other exception from a handler becomes a 500 receipt, which
-  would be wrong here: the other nodes can answer.)
+- When the view cannot answer (a listed pack it does not hold, an I/O error, a corrupt
+  copy: any failure to read), raise `GitViewError` naming the packs it was reading, never
+  answer False: `execute_block` lets it propagate, so the node records no outcome for the
+  block, checks those packs, fetches again any it holds a bad copy of, and tries again (or
+  stops loudly) instead of forking silently.
 
 Shas are 40 lowercase hex characters. `MemoryGitView` is an in-memory stand-in for tests.
 """
@@ -32,7 +32,14 @@ from typing import Protocol
 
 
 class GitViewError(Exception):
-    """The node cannot answer a question about git objects that every node must be able to."""
+    """The node cannot answer a question about git objects that every node must be able to.
+
+    `packs` names the packs the question was about (to check and fetch again).
+    """
+
+    def __init__(self, message: str, packs: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.packs = tuple(packs)
 
 
 class GitView(Protocol):
@@ -108,7 +115,7 @@ class MemoryGitView:
     def _check_packs(self, packs: Sequence[str]) -> None:
         for pack in packs:
             if pack not in self.packs and pack not in self.pack_objects:
-                raise GitViewError(f"pack {pack} is not held by this node")
+                raise GitViewError(f"pack {pack} is not held by this node", (pack,))
 
     def _commits(self, repo_id: str, packs: Sequence[str]) -> tuple[Mapping[str, tuple[str, ...]], ...]:
         self._check_packs(packs)

@@ -165,23 +165,43 @@ class _Recorder:
             apply_event(self.state, event)
 
 
-def _run_handler(state: LedgerState, tx: Transaction, ctx: HandlerContext) -> Accepted | Rejection:
-    """The handler's decision; a handler bug becomes a deterministic 500 receipt, not a crash.
+class HandlerFault(Exception):
+    """A handler raised instead of deciding: a bug, or a fault of this node (memory, a library).
 
-    A `GitViewError` is the node's own fault (it cannot answer about git objects every
-    node holds), not the transaction's: it propagates, so no outcome is recorded.
+    Only a handler's decision (events or a rejection) may become a receipt: an exception
+    may be this node's alone, and recording it would fork this node from the others. The
+    node stops, naming the transaction and the cause. (`GitViewError`, a fault in the
+    git objects this node holds, propagates as it is: the node fetches them again.)
+    """
+
+    def __init__(self, tx_id: str, cause: BaseException) -> None:
+        super().__init__(f"the handler of transaction {tx_id} raised {type(cause).__name__}: {cause}")
+        self.tx_id = tx_id
+        self.cause = cause
+
+
+def _run_handler(state: LedgerState, tx: Transaction, ctx: HandlerContext) -> Accepted | Rejection:
+    """The handler's decision, as events with a result or a rejection.
+
+    From protocol version 2 any exception propagates (as `HandlerFault`, or `GitViewError`):
+    it is not an outcome. Version 1 turned one into a 500 receipt, and still does when its
+    blocks are replayed.
     """
     try:
         decision = decide(state, tx, ctx)
     except GitViewError:
         raise
-    except Exception as e:  # any handler failure must become a receipt
+    except Exception as e:
+        if ctx.rules.version >= 2:
+            raise HandlerFault(ctx.tx_id, e) from e
         return Rejection(INTERNAL, f"internal error in handler: {type(e).__name__}")
     if isinstance(decision, Rejection):
         return decision
     if isinstance(decision, list):
         decision = Accepted(decision, result_of(decision))
     if not all(isinstance(e, Event) for e in decision.events):
+        if ctx.rules.version >= 2:
+            raise HandlerFault(ctx.tx_id, TypeError("a handler returned something that is not an event"))
         return Rejection(INTERNAL, "internal error in handler: not an event")
     return decision
 

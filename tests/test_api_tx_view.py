@@ -14,7 +14,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.tx_view import block_transactions, raw_visible
 from commands.envelope import sign_as_node
 from consensus.genesis import Genesis, ValidatorInfo

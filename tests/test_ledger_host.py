@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
 
 from adapters.consensus_host import NodeHalt
-from adapters.ledger_host import LedgerDivergence, LedgerHost
+from adapters.ledger import LedgerDivergence, LedgerHost
 from commands.envelope import sign_as_node
 from consensus.genesis import Genesis, ValidatorInfo
 from consensus.interface import Finalized
@@ -45,6 +46,36 @@ def _tx(kind: str, payload: dict[str, object], nonce: int) -> bytes:
     ).encode()
 
 
+class Ports:
+    """What a node would give the ledger, recorded: unfinal blocks, pack requests, evictions."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[bytes, Block] = {}
+        self.wanted: list[str] = []
+        self.evicted: list[bytes] = []
+        self.halts: list[NodeHalt] = []
+        #: Called with a halt instead of raising it (for a ledger running on its worker thread).
+        self.on_halt: Callable[[NodeHalt], object] | None = None
+
+    def block(self, block_hash: bytes) -> Block | None:
+        return self.blocks.get(block_hash)
+
+    def want_pack(self, digest: str) -> None:
+        self.wanted.append(digest)
+
+    def evict_tx(self, raw: bytes) -> None:
+        self.evicted.append(raw)
+
+    def app_ready(self) -> None:
+        pass
+
+    def halt(self, halt: NodeHalt) -> None:
+        self.halts.append(halt)
+        if self.on_halt is None:
+            raise halt
+        self.on_halt(halt)
+
+
 def _child(ledger: LedgerHost, parent: Block, txs: tuple[bytes, ...]) -> Block:
     app_hash = ledger.app_hash_for_child(parent)
     assert app_hash is not None
@@ -53,9 +84,9 @@ def _child(ledger: LedgerHost, parent: Block, txs: tuple[bytes, ...]) -> Block:
 
 def test_speculative_chain_then_finalize_and_replayed_tx(tmp_path: Path) -> None:
     g = _genesis()
-    ledger = LedgerHost(genesis=g, data_dir=tmp_path)
-    blocks: dict[bytes, Block] = {}
-    ledger.set_block_lookup(blocks.get)
+    ports = Ports()
+    blocks = ports.blocks
+    ledger = LedgerHost(genesis=g, data_dir=tmp_path, ports=ports)
     root = genesis_block(g.chain_id, g.genesis_time_ms)
     create = _tx("user.create", {"login": "octo", "email": "octo@example.com"}, 1)
     b1 = _child(ledger, root, (create,))
@@ -114,9 +145,9 @@ def test_a_block_committing_to_another_state_halts_the_node(tmp_path: Path) -> N
 
 def test_replayed_garbage_gets_a_duplicate_receipt_not_a_crash(tmp_path: Path) -> None:
     g = _genesis()
-    ledger = LedgerHost(genesis=g, data_dir=tmp_path)
-    blocks: dict[bytes, Block] = {}
-    ledger.set_block_lookup(blocks.get)
+    ports = Ports()
+    blocks = ports.blocks
+    ledger = LedgerHost(genesis=g, data_dir=tmp_path, ports=ports)
     root = genesis_block(g.chain_id, g.genesis_time_ms)
     b1 = _child(ledger, root, (b"garbage", b"garbage"))
     blocks[b1.hash] = b1
@@ -164,13 +195,9 @@ def test_a_push_waits_for_its_pack_before_it_is_voted_or_applied(tmp_path: Path)
 
     g = _genesis()
     git = GitStore(tmp_path / "git")
-    ledger = LedgerHost(genesis=g, data_dir=tmp_path / "node", git=git)
-    wanted: list[str] = []
-    evicted: list[bytes] = []
-    ledger.want_pack = wanted.append
-    ledger.evict_tx = evicted.append
-    blocks: dict[bytes, Block] = {}
-    ledger.set_block_lookup(blocks.get)
+    ports = Ports()
+    ledger = LedgerHost(genesis=g, data_dir=tmp_path / "node", git=git, ports=ports)
+    wanted, evicted, blocks = ports.wanted, ports.evicted, ports.blocks
     root = genesis_block(g.chain_id, g.genesis_time_ms)
     b1 = _child(ledger, root, (_tx("repo.create", {"owner": "admin", "name": "r"}, 1),))
     blocks[b1.hash] = b1
@@ -206,18 +233,19 @@ def test_a_push_waits_for_its_pack_before_it_is_voted_or_applied(tmp_path: Path)
 
 
 def test_a_push_whose_pack_never_comes_is_evicted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import adapters.ledger_host as ledger_host
     from adapters.git import GitStore
 
-    ledger = LedgerHost(genesis=_genesis(), data_dir=tmp_path / "node", git=GitStore(tmp_path / "git"))
-    evicted: list[bytes] = []
-    ledger.evict_tx = evicted.append
+    ports = Ports()
+    ledger = LedgerHost(
+        genesis=_genesis(), data_dir=tmp_path / "node", git=GitStore(tmp_path / "git"), ports=ports
+    )
+    evicted = ports.evicted
     update = {"ref": "refs/heads/main", "old": "0" * 40, "new": "1" * 40, "force": False}
     push = _tx(
         "git.push_refs", {"owner": "admin", "repo": "r", "pack_digest": "ab" * 32, "updates": [update]}, 1
     )
     assert not ledger.tx_available(push) and evicted == []
-    monkeypatch.setattr(ledger_host, "PACK_WAIT_S", 0.0)
+    monkeypatch.setattr(ledger.availability, "_pack_wait_s", 0.0)
     assert not ledger.tx_available(push)
     assert evicted == [push]
     other = _tx("user.create", {"login": "octo", "email": "octo@example.com"}, 2)

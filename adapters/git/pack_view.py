@@ -85,8 +85,8 @@ class PackView:
                 found = _oversized(pack, str(self.store.pack_base(digest).with_suffix(".pack")), limit)
             except GitViewError:
                 raise
-            except Exception as exc:  # I/O, a truncated or garbled pack: no answer is better than a wrong one
-                raise GitViewError(f"cannot read the sizes in pack {digest}: {exc}") from exc
+            except Exception as exc:  # I/O, a truncated or garbled pack: no answer beats a wrong one
+                raise GitViewError(f"cannot read the sizes in pack {digest}: {exc}", (digest,)) from exc
             finally:
                 self._trim()
             self._oversized[key] = found
@@ -100,6 +100,18 @@ class PackView:
                 pack.close()
             self._open.clear()
 
+    def forget(self, digest: str) -> None:
+        """Close a pack this node is about to drop (its copy was bad and is fetched again)."""
+        with self._lock:
+            pack = self._open.pop(digest, None)
+            for key in [k for k in self._oversized if k[0] == digest]:
+                del self._oversized[key]
+        if pack is not None:
+            try:
+                pack.close()
+            except BufferError:
+                pass  # a failed read still holds a view of its map; it is freed with that read
+
     @contextmanager
     def _walk(self, packs: Sequence[str], complete: Collection[str]) -> Iterator[ObjectWalk]:
         with self._lock:  # the LRU may close a pack another caller is reading
@@ -108,8 +120,10 @@ class PackView:
                 yield ObjectWalk(sources, stop=complete)
             except GitViewError:
                 raise
-            except (OSError, ValueError) as exc:
-                raise GitViewError(f"cannot read the repository's packs: {exc}") from exc
+            except Exception as exc:  # zlib, checksums, dulwich asserts...: this node's copy
+                raise GitViewError(
+                    f"cannot read the repository's packs: {type(exc).__name__}: {exc}", packs
+                ) from exc
             finally:
                 self._trim()  # only between walks: a walk needs every pack it lists open
 
@@ -124,7 +138,7 @@ class PackView:
             self._open.move_to_end(digest)
             return pack
         if not self.store.has_pack(digest):
-            raise GitViewError(f"pack {digest} is not held by this node")
+            raise GitViewError(f"pack {digest} is not held by this node", (digest,))
         pack = Pack(str(self.store.pack_base(digest)), object_format=SHA1)
         self._open[digest] = pack
         return pack

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from adapters.git.store import GitStore, MissingPacks
@@ -61,17 +62,23 @@ class RepoRepairs:
         target: Callable[[str], RepoTarget | None],
         want_pack: Callable[[str], None] = lambda _d: None,
         *,
+        apply: Callable[[Callable[[], bool]], Awaitable[bool]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         base_delay_s: float = BASE_DELAY_S,
         max_delay_s: float = MAX_DELAY_S,
     ) -> None:
+        """`apply(work)` runs `work` where blocks are applied (the ledger's worker), so the last
+        step of a repair never runs beside an apply; None: run it on the caller's thread."""
         self.store = store
         self.target = target
         self.want_pack = want_pack
+        self._apply = apply
         self.clock = clock
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self._pending: dict[str, Repair] = {}
+        self._lock = threading.RLock()  # marked from the ledger's worker, repaired from the loop
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._attempted: list[asyncio.Future[None]] = []  # woken after every attempt
         self.stats = {"marked": 0, "repaired": 0, "failed_attempts": 0}
@@ -79,32 +86,43 @@ class RepoRepairs:
     # ------------------------------------------------------------------ state
 
     def mark(self, repo_id: str, reason: str) -> None:
-        """Record that the repository on disk no longer matches the ledger (logged once per repair)."""
-        entry = self._pending.get(repo_id)
-        if entry is None:
-            log.error("repository %s needs repair on this node: %s", repo_id, reason)
-            self._pending[repo_id] = Repair(repo_id, reason, self.clock())
-            self.stats["marked"] += 1
+        """Record that the repository on disk no longer matches the ledger (any thread; logged
+        once per repair)."""
+        with self._lock:
+            entry = self._pending.get(repo_id)
+            if entry is None:
+                log.error("repository %s needs repair on this node: %s", repo_id, reason)
+                self._pending[repo_id] = Repair(repo_id, reason, self.clock())
+                self.stats["marked"] += 1
+            else:
+                entry.generation += 1
+                entry.last_error = reason
+        self._notify()
+
+    def _notify(self) -> None:
+        loop = self._loop
+        if loop is None:
+            self._wake.set()
         else:
-            entry.generation += 1
-            entry.last_error = reason
-        self._wake.set()
+            loop.call_soon_threadsafe(self._wake.set)
 
     def needs_repair(self, repo_id: str) -> bool:
         return repo_id in self._pending
 
     def pending(self) -> list[Repair]:
-        return sorted(self._pending.values(), key=lambda r: r.since)
+        with self._lock:
+            return sorted(self._pending.values(), key=lambda r: r.since)
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def wake(self, repo_id: str | None = None) -> None:
         """Try now (an operator asked, or a pack it waited for arrived)."""
-        for entry in self._pending.values():
-            if repo_id is None or entry.repo_id == repo_id:
-                entry.next_try = 0.0
-        self._wake.set()
+        with self._lock:
+            for entry in self._pending.values():
+                if repo_id is None or entry.repo_id == repo_id:
+                    entry.next_try = 0.0
+        self._notify()
 
     # ------------------------------------------------------------------ repairing
 
@@ -133,9 +151,10 @@ class RepoRepairs:
                 self.store.import_pack(repo_id, digest)
             self.store.write_refs(repo_id, target.refs)
             self.store.set_head(repo_id, target.head_branch)
-        if entry.generation != generation:
-            return False  # another write failed while rebuilding: go again
-        del self._pending[repo_id]
+        with self._lock:
+            if entry.generation != generation:
+                return False  # another write failed while rebuilding: go again
+            del self._pending[repo_id]
         self.stats["repaired"] += 1
         log.info("repository %s repaired after %d attempt(s)", repo_id, entry.attempts + 1)
         return True
@@ -168,11 +187,14 @@ class RepoRepairs:
         generation = entry.generation
         try:
             await asyncio.to_thread(self.rebuild, repo_id)
-            return self.finish(repo_id, generation)
+            if self._apply is None:
+                return self.finish(repo_id, generation)
+            return await self._apply(lambda: self.finish(repo_id, generation))
         except Exception as exc:  # a local fault of any kind: retry later, loudly
-            current = self._pending.get(repo_id)
-            if current is not None:
-                self._failed(current, exc)
+            with self._lock:
+                current = self._pending.get(repo_id)
+                if current is not None:
+                    self._failed(current, exc)
             return False
         finally:
             waiters, self._attempted = self._attempted, []
@@ -197,13 +219,14 @@ class RepoRepairs:
 
     async def run(self) -> None:
         """Repair marked repositories until cancelled, each with its own backoff."""
+        self._loop = asyncio.get_running_loop()
         while True:
             now = self.clock()
             due = [r.repo_id for r in self.pending() if r.next_try <= now]
             for repo_id in due:
                 await self.repair_once(repo_id)
             self._wake.clear()
-            waits = [r.next_try - self.clock() for r in self._pending.values()]
+            waits = [r.next_try - self.clock() for r in self.pending()]
             timeout = max(0.05, min(waits)) if waits else None
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)

@@ -22,6 +22,7 @@ checks of a push before it is submitted. The ledger's handlers use
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import os
 import re
@@ -281,6 +282,19 @@ class GitStore:
             return False
         base = self.pack_base(digest)
         return base.with_suffix(".idx").is_file() and base.with_suffix(".pack").is_file()
+
+    def verify_pack(self, digest: str) -> bool:
+        """Whether the quarantined pack's bytes still hash to its digest (a sound copy)."""
+        if not self.has_pack(digest):
+            return False
+        h = hashlib.sha256()
+        try:
+            with open(self.pack_base(digest).with_suffix(".pack"), "rb") as f:
+                while chunk := f.read(1024 * 1024):
+                    h.update(chunk)
+        except OSError:
+            return False
+        return h.hexdigest() == digest
 
     def pack_bytes_for(self, digest: str) -> bytes | None:
         """The quarantined pack's bytes (to serve a peer fetching it by digest), or None."""

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 
-from adapters.ledger_host import LedgerHost
+from adapters.ledger import LedgerHost
 from api.auth import Caller, accepts, authenticate, require
 from api.errors import DOCS_URL, ApiError, error_response
 from api.gateway import CommandGateway
