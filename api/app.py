@@ -13,9 +13,10 @@ from api import git_http, routes_admin, routes_chain, routes_ledger, v3
 from api.auth import OAuthScopeHeaders
 from api.errors import install_error_handlers
 from api.gateway import CommandGateway
-from api.limits import BodyGuard, HttpLimits
+from api.limits import BodyGuard
 from api.metrics import NodeMetrics
 from api.push import PushService
+from api.settings import NodeSettings
 
 
 def create_app(
@@ -25,24 +26,27 @@ def create_app(
     seed: bytes,
     git_store: GitStore | None = None,
     offer_pack: Callable[[str], None] | None = None,
-    http_limits: HttpLimits | None = None,
+    settings: NodeSettings | None = None,
 ) -> FastAPI:
-    """The node's HTTP API; `http_limits` defaults to `HttpLimits.from_env()`."""
+    """The node's HTTP API; `settings` default to `NodeSettings.from_env()`."""
+    if settings is None:
+        settings = NodeSettings.from_env()
     app = FastAPI(
         title="Stele node",
         description="A forge and deployment cloud ordered by Simplex BFT consensus.",
         version="0.1.0",
         docs_url="/docs",
     )
+    app.state.settings = settings
     app.state.host = host
     app.state.metrics = metrics
     app.state.ledger = ledger
     app.state.gateway = CommandGateway(host, ledger, seed)
     app.state.git = git_store  # None: the git endpoints answer 503
     if git_store is not None:
-        app.state.push_handler = PushService(app.state.gateway, git_store, offer_pack)
+        app.state.pushes = PushService(app.state.gateway, git_store, offer_pack)
     install_error_handlers(app)
-    app.add_middleware(BodyGuard, limits=http_limits if http_limits is not None else HttpLimits.from_env())
+    app.add_middleware(BodyGuard, limits=settings.http)
     app.add_middleware(OAuthScopeHeaders)
     app.include_router(routes_chain.router)
     app.include_router(v3.router, prefix="/api/v3")

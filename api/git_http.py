@@ -5,14 +5,12 @@
   v0 and v2, the client's `Git-Protocol` header passed on as `GIT_PROTOCOL`), the response
   streamed as git writes it. Without a `git` binary, dulwich's `UploadPackHandler`
   answers instead (protocol v0, buffered).
-- `GET info/refs?service=git-receive-pack`, `POST git-receive-pack`: push. The ref update
-  commands are read with dulwich's pkt-line helpers, the pack is validated, completed and
-  quarantined by `adapters.git.packs.receive_pack` (nothing becomes visible), and then
-  `request.app.state.push_handler` decides (see `PushHandler`): the ledger, once it is
-  wired, turns the push into a `PushRefs` transaction and answers after it is final.
-  With no handler the node says so honestly: `ng <ref> pushes are not enabled on this
-  node`. The answer is git's report-status (`unpack ok|<error>`, `ok <ref>` /
-  `ng <ref> <reason>`), side-band-64k multiplexed when the client asks for it.
+- `GET info/refs?service=git-receive-pack`, `POST git-receive-pack`: push. The refs are
+  advertised from the ledger's state (what a push's compare-and-swap is checked
+  against). The request body is spooled to a file and handed to
+  `adapters.git.receive.ReceivePack`, which reads the commands, quarantines the pack and
+  lets the ledger decide (`api.push.PushService`); its answer, git's report-status, is
+  streamed back as it is produced.
 
 Access, judged against the node's finalized state: a token as the HTTP Basic password
 (any user name) or `Authorization: token <t>`. Public repositories are readable
@@ -36,13 +34,12 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import tempfile
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from io import BytesIO
-from typing import IO, Any, BinaryIO
+from typing import IO
 
 from dulwich.protocol import ReceivableProtocol
 from dulwich.repo import Repo as DulwichRepo
@@ -50,39 +47,22 @@ from dulwich.server import BackendRepo, DictBackend, UploadPackHandler
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from adapters.git.packs import PackRejected, PackTooLarge, ReceivedPack, receive_pack
-from adapters.git.protocol import (
-    MAX_COMMANDS_BYTES,
-    ProtocolViolation,
-    PushCommands,
-    RefUpdate,
-    advertise_receive_refs,
-    progress_message,
-    read_commands,
-    report_status,
-    service_preamble,
-)
-from adapters.git.store import DEFAULT_MAX_PACK_BYTES, GitStore
+from adapters.git.protocol import MAX_COMMANDS_BYTES, advertise_receive_refs, service_preamble
+from adapters.git.receive import MalformedPush, ReceivePack
+from adapters.git.store import GitStore
 from adapters.ledger import LedgerHost
 from api.auth import Caller, authenticate
 from api.errors import ApiError
+from api.push import PushService
+from api.settings import GitHttpConfig, NodeSettings
 from api.v3.contents import REPAIRING_MESSAGE
 from commands import scopes
 from domain.permissions import WRITE, effective_permission, rank
 from domain.records import Repo
+from domain.state import LedgerState
 
 log = logging.getLogger(__name__)
 
-#: `push_handler(caller, repo, commands, received_pack) -> [(ref, None | reason)]`, set as
-#: `app.state.push_handler`. `received_pack` is None when the request carried no pack (only
-#: deletions, or refs moved to objects the repository already has). Each result answers one
-#: command: None is `ok <ref>`, a string is `ng <ref> <reason>`. Called only with commands
-#: that passed the early checks (ref names, objects present, write permission).
-PushHandler = Callable[
-    [Caller, Repo, Sequence[RefUpdate], ReceivedPack | None, bool], Awaitable[list[tuple[str, str | None]]]
-]
-
-PUSH_DISABLED = "pushes are not enabled on this node"
 REALM_HEADER = {"WWW-Authenticate": 'Basic realm="Stele"'}
 NO_CACHE = {
     "Cache-Control": "no-cache, max-age=0, must-revalidate",
@@ -94,22 +74,8 @@ RECEIVE_PACK = "git-receive-pack"
 _GIT_PROTOCOL = re.compile(r"^[A-Za-z0-9=:.,_-]{1,128}$")
 _CHUNK = 64 * 1024
 _PIPE_BUFFER = 1024 * 1024  # git's output is read and sent in pieces of up to this size
-_KEEPALIVE_S = 5.0
 MIN_POSITION_WAIT_S = 10.0
 CATCH_UP_WAIT_S = 5.0
-
-
-@dataclass(frozen=True)
-class GitHttpConfig:
-    """Limits and tools of the git endpoints; set `app.state.git_http` to override."""
-
-    max_pack_bytes: int = DEFAULT_MAX_PACK_BYTES
-    #: The largest (inflated) fetch negotiation request accepted.
-    max_upload_request_bytes: int = 64 * 1024 * 1024
-    #: The C git used for fetches; None: dulwich serves them.
-    git_binary: str | None = shutil.which("git")
-    #: Check every received commit, tree and tag (git's fsck rules).
-    fsck: bool = True
 
 
 class GitHttpError(Exception):
@@ -138,8 +104,10 @@ async def info_refs(request: Request, owner: str, repo: str) -> Response:
         ctx = _access(request, owner, repo, push=service == RECEIVE_PACK)
         content_type = f"application/x-{service}-advertisement"
         if service == RECEIVE_PACK:
-            refs = sorted(ctx.store.refs(ctx.repo.repo_id).items())
-            body = service_preamble(service) + advertise_receive_refs(refs, ctx.store.head(ctx.repo.repo_id))
+            state = ctx.state
+            refs = state.refs(ctx.repo.repo_id)
+            head = f"refs/heads/{ctx.repo.default_branch}"
+            body = service_preamble(service) + advertise_receive_refs(refs, head)
             return Response(body, media_type=content_type, headers=NO_CACHE)
         version = _git_protocol(request)
         if ctx.config.git_binary is None:
@@ -176,23 +144,33 @@ async def receive_pack_route(request: Request, owner: str, repo: str) -> Respons
         ctx = _access(request, owner, repo, push=True)
         _require_content_type(request, RECEIVE_PACK)
         assert ctx.caller is not None
+        pushes = getattr(request.app.state, "pushes", None)
+        if not isinstance(pushes, PushService):
+            raise GitHttpError(503, "pushes are not enabled on this node")
+        handler = ReceivePack(
+            ctx.store,
+            ctx.repo.repo_id,
+            pushes.decider(ctx.caller, ctx.repo),
+            max_pack_bytes=ctx.config.max_pack_bytes,
+            fsck=ctx.config.fsck,
+        )
         spool = tempfile.TemporaryFile(dir=ctx.store.tmp_dir, prefix="push-")
     except GitHttpError as exc:
         return exc.response()
     try:
         too_large = await _spool_body(request, spool, ctx.config.max_pack_bytes + MAX_COMMANDS_BYTES)
         spool.seek(0)
-        outcome = await asyncio.to_thread(_unpack, ctx, spool, too_large)
+        unpacked = await asyncio.to_thread(handler.unpack, spool, too_large)
     except GitHttpError as exc:
         return exc.response()
+    except MalformedPush as exc:
+        return GitHttpError(400, str(exc)).response()
     finally:
         spool.close()
-    if not outcome.commands.updates:
+    if not unpacked.commands.updates:
         return Response(b"", media_type="application/x-git-receive-pack-result", headers=NO_CACHE)
     return StreamingResponse(
-        _push_result(request, ctx, outcome),
-        media_type="application/x-git-receive-pack-result",
-        headers=NO_CACHE,
+        handler.respond(unpacked), media_type="application/x-git-receive-pack-result", headers=NO_CACHE
     )
 
 
@@ -212,6 +190,7 @@ class _Context:
     caller: Caller | None
     repo: Repo
     path: str
+    state: LedgerState
 
 
 async def _caught_up(request: Request) -> None:
@@ -243,8 +222,8 @@ async def _caught_up(request: Request) -> None:
 
 
 def _config(request: Request) -> GitHttpConfig:
-    config = getattr(request.app.state, "git_http", None)
-    return config if isinstance(config, GitHttpConfig) else GitHttpConfig()
+    settings = getattr(request.app.state, "settings", None)
+    return settings.git if isinstance(settings, NodeSettings) else GitHttpConfig()
 
 
 def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
@@ -290,7 +269,7 @@ def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
             raise GitHttpError(refused.code, refused.message)
     path = store.ensure_repo(record.repo_id, record.default_branch)
     _sync_head(store, record, path)
-    return _Context(store, _config(request), caller, record, str(path))
+    return _Context(store, _config(request), caller, record, str(path), state)
 
 
 def _sync_head(store: GitStore, record: Repo, path: os.PathLike[str]) -> None:
@@ -372,101 +351,6 @@ async def _spool_body(request: Request, spool: IO[bytes], limit: int) -> bool:
         if size > 2 * limit:
             raise GitHttpError(413, f"the push exceeds {limit} bytes")
     return size > limit
-
-
-# ---------------------------------------------------------------------------- receive-pack
-
-
-@dataclass(frozen=True)
-class _Unpacked:
-    commands: PushCommands
-    pack: ReceivedPack | None
-    unpack_error: str | None
-    #: ref -> reason, for commands refused before the push handler sees them.
-    refused: dict[str, str]
-
-
-def _unpack(ctx: _Context, spool: BinaryIO, too_large: bool) -> _Unpacked:
-    """Read the commands and quarantine the pack (in a worker thread)."""
-    try:
-        commands = read_commands(spool)
-    except ProtocolViolation as exc:
-        raise GitHttpError(400, f"malformed receive-pack request: {exc}") from None
-    if not commands.updates:
-        return _Unpacked(commands, None, None, {})
-    if too_large:
-        return _Unpacked(commands, None, str(PackTooLarge(ctx.config.max_pack_bytes)), {})
-    pack: ReceivedPack | None = None
-    start = spool.tell()
-    has_pack = bool(spool.read(1))
-    spool.seek(start)
-    if has_pack:
-        try:
-            pack = receive_pack(
-                ctx.store, ctx.repo.repo_id, spool, max_bytes=ctx.config.max_pack_bytes, fsck=ctx.config.fsck
-            )
-        except PackRejected as exc:
-            return _Unpacked(commands, None, str(exc), {})
-    # Ref names, objects and everything else are the ledger's to decide (its precheck
-    # answers at once for what it would refuse).
-    return _Unpacked(commands, pack, None, {})
-
-
-async def _push_result(request: Request, ctx: _Context, outcome: _Unpacked) -> AsyncIterator[bytes]:
-    commands = outcome.commands
-    side_band = commands.side_band
-    updates = commands.updates
-    if outcome.unpack_error is not None:
-        if side_band:
-            yield progress_message(f"error: {outcome.unpack_error}\n")
-        results: list[tuple[str, str | None]] = [(u.ref, "unpacker error") for u in updates]
-        if commands.report_status:
-            yield report_status(outcome.unpack_error, results, side_band=side_band)
-        return
-    verdicts: dict[str, str | None] = dict(outcome.refused)
-    pending = [u for u in updates if u.ref not in verdicts]
-    handler: PushHandler | None = getattr(request.app.state, "push_handler", None)
-    if handler is None or not pending:
-        verdicts.update((u.ref, PUSH_DISABLED) for u in pending)  # (none pending with a handler)
-        if outcome.pack is not None and outcome.pack.created:
-            ctx.store.discard_pack(outcome.pack.digest)  # no transaction will ever name it
-    else:
-        assert ctx.caller is not None
-        if side_band and outcome.pack is not None and not commands.quiet:
-            p = outcome.pack
-            yield progress_message(
-                f"Stele: pack sha256:{p.digest[:16]} ({p.object_count} objects) received\n"
-            )
-        task = asyncio.ensure_future(
-            handler(ctx.caller, ctx.repo, tuple(pending), outcome.pack, commands.atomic)
-        )
-        _RUNNING.add(task)  # a client that hangs up does not cancel a push already submitted
-        task.add_done_callback(_RUNNING.discard)
-        while not task.done():
-            await asyncio.wait({task}, timeout=_KEEPALIVE_S)
-            if not task.done() and side_band:
-                yield b"0005\x01"  # side-band keepalive: an empty data packet
-        verdicts.update(_handler_verdicts(task, pending))
-        position = getattr(task.result(), "position", None) if not task.exception() else None
-        if side_band and position is not None and not commands.quiet:
-            yield progress_message(f"Stele: decided at log position {position}\n")
-    results = [(u.ref, verdicts.get(u.ref, "not processed")) for u in updates]
-    if commands.report_status:
-        yield report_status(None, results, side_band=side_band)
-
-
-_RUNNING: set[asyncio.Future[Any]] = set()
-
-
-def _handler_verdicts(
-    task: asyncio.Future[list[tuple[str, str | None]]], pending: Sequence[RefUpdate]
-) -> dict[str, str | None]:
-    try:
-        answered = dict(task.result())
-    except Exception:
-        log.exception("the push handler failed")
-        return {u.ref: "internal error while processing the push" for u in pending}
-    return {u.ref: answered[u.ref] if u.ref in answered else "no result for this ref" for u in pending}
 
 
 # ---------------------------------------------------------------------------- upload-pack

@@ -21,6 +21,7 @@ from adapters.keys import KeyFileError, load_key, public_key
 from adapters.ledger import LedgerHost
 from api.app import create_app
 from api.metrics import NodeMetrics
+from api.settings import NodeSettings
 from consensus.genesis import Genesis, GenesisError
 from consensus.types import Block
 
@@ -67,7 +68,11 @@ def _load(opts: NodeOptions) -> tuple[Genesis, bytes]:
 async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig = HostConfig()) -> None:
     genesis, seed = _load(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
-    git_store = GitStore(opts.data_dir / "git")
+    try:
+        settings = NodeSettings.from_env()
+    except ValueError as exc:
+        raise NodeStartError(str(exc)) from None
+    git_store = GitStore(opts.data_dir / "git", max_pack_bytes=settings.git.max_pack_bytes)
     wiring = _Wiring(asyncio.get_running_loop())
     try:
         ledger = LedgerHost(
@@ -112,7 +117,9 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
         if marked:
             log.warning("%d repositories differ from the ledger on disk; repairing them", marked)
     metrics = NodeMetrics(host, ledger)
-    app = create_app(host, metrics, ledger, seed, git_store=git_store, offer_pack=blobs.offer)
+    app = create_app(
+        host, metrics, ledger, seed, git_store=git_store, offer_pack=blobs.offer, settings=settings
+    )
     config = uvicorn.Config(
         app,
         host=opts.http_host,

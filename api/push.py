@@ -1,6 +1,6 @@
-"""A `git push` as a ledger command: the push handler behind `git-receive-pack`.
+"""A `git push` as a ledger command: the `RefDecider` behind `git-receive-pack`.
 
-The smart HTTP route has already validated and quarantined the pack. Here the node
+`adapters.git.receive.ReceivePack` has already validated and quarantined the pack. Here the node
 offers the pack to the other validators (they fetch it by digest, and will not vote for
 a block naming it before they hold it), turns the ref updates into a `git.push_refs`
 transaction and waits for its receipt. The ledger decides at apply time on every node:
@@ -21,6 +21,7 @@ from typing import Any
 
 from adapters.git.packs import ReceivedPack
 from adapters.git.protocol import RefUpdate
+from adapters.git.receive import PushResult, RefDecider
 from adapters.git.store import GitStore
 from api.auth import Caller
 from api.errors import ApiError
@@ -38,13 +39,9 @@ PUSH_TIMEOUT_S = 60.0
 PUSH_TIMEOUT_BYTES_PER_S = 4 * 1024 * 1024
 
 
-class PushResult(list[tuple[str, str | None]]):
-    """Per-ref verdicts (None = ok, else the reason), and the log position of the outcome."""
-
-    position: int | None = None
-
-
 class PushService:
+    """Decides pushes through the ledger: the `RefDecider` behind every receive-pack request."""
+
     def __init__(
         self,
         gateway: CommandGateway,
@@ -55,7 +52,15 @@ class PushService:
         self.store = store
         self.offer_pack = offer_pack
 
-    async def __call__(
+    def decider(self, caller: Caller, repo: Repo) -> RefDecider:
+        """How `caller`'s push to `repo` is decided."""
+
+        async def decide(updates: Sequence[RefUpdate], pack: ReceivedPack | None, atomic: bool) -> PushResult:
+            return await self.push(caller, repo, updates, pack, atomic)
+
+        return decide
+
+    async def push(
         self,
         caller: Caller,
         repo: Repo,
@@ -73,7 +78,8 @@ class PushService:
                 for u in updates
             ],
         }
-        if atomic and self.gateway.ledger.rules.at(self.gateway.ledger.height + 1).version >= 2:
+        ledger = self.gateway.ledger
+        if atomic and ledger.rules.at(ledger.height + 1).version >= 2:
             payload["atomic"] = True
         gateway = self.gateway
         raw = gateway.build(caller, PUSH_KIND, payload)
@@ -81,7 +87,11 @@ class PushService:
             early = await gateway.precheck(raw)
         except GitViewError as exc:
             log.error("push precheck could not read the repository's packs: %s", exc)
-            return _all(updates, "this node is missing objects of the repository; try another node")
+            return PushResult.every(
+                updates, "this node is missing objects of the repository; try another node"
+            )
+        except ApiError as exc:
+            return PushResult.every(updates, exc.message)
         if not early.ok:
             if pack is not None and pack.created:
                 self.store.discard_pack(digest)  # never named by a transaction: nobody needs it
@@ -92,30 +102,24 @@ class PushService:
         try:
             receipt = await gateway.outcome(raw, timeout)
         except ApiError as exc:
-            return _all(updates, exc.message)
+            return PushResult.every(updates, exc.message)
         return _verdicts(updates, receipt, final=True)
-
-
-def _all(updates: Sequence[RefUpdate], reason: str) -> PushResult:
-    return PushResult((u.ref, reason) for u in updates)
 
 
 def _verdicts(updates: Sequence[RefUpdate], receipt: Receipt, *, final: bool) -> PushResult:
     """The receipt's per-ref outcome; a refusal without one (e.g. permission) applies to every ref."""
     refs = receipt.result.get("refs")
-    result = PushResult()
+    verdicts: list[tuple[str, str | None]] = []
     if isinstance(refs, list) and refs:
         by_ref = {str(r.get("ref")): r for r in refs if isinstance(r, dict)}
         for u in updates:
             r = by_ref.get(u.ref)
             if r is None:
-                result.append((u.ref, receipt.message if not receipt.ok else "no result for this ref"))
+                verdicts.append((u.ref, receipt.message if not receipt.ok else "no result for this ref"))
             else:
-                result.append((u.ref, None if r.get("ok") else str(r.get("reason") or receipt.message)))
+                verdicts.append((u.ref, None if r.get("ok") else str(r.get("reason") or receipt.message)))
     elif receipt.ok:
-        result.extend((u.ref, None) for u in updates)
+        verdicts.extend((u.ref, None) for u in updates)
     else:
-        result.extend((u.ref, receipt.message) for u in updates)
-    if final:
-        result.position = receipt.height
-    return result
+        verdicts.extend((u.ref, receipt.message) for u in updates)
+    return PushResult(tuple(verdicts), receipt.height if final else None)

@@ -1,10 +1,8 @@
 """Git smart HTTP on a real node process, with the real `git` client.
 
 Repositories are created through the v3 API; their bare repositories live at
-`<data>/git/repos/<repo id>.git` (the id is the API's `node_id`). Until the ledger
-handles pushes, the tests fill a repository with `git push file://...` straight into
-the node's data dir and read it back over HTTP; a push over HTTP is refused with an
-honest `ng`.
+`<data>/git/repos/<repo id>.git` (the id is the API's `node_id`). Pushes go through the
+ledger; clones and fetches read the bare repository the ledger keeps up to date.
 """
 
 from __future__ import annotations
