@@ -14,7 +14,7 @@ costs a process, CPU and a connection for as long as the client takes. So:
 - The process is always killed (if still running) and reaped, and the slot released,
   however the response ends: done, failed, timed out, or the client gone.
 
-`GitReadConfig` is the one place these limits are set: `app.state.git_reads`.
+`GitReadConfig` (in the node's `NodeSettings.reads`) is the one place these limits are set.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -32,29 +30,12 @@ from starlette.types import Receive, Scope, Send
 
 from adapters.git.archive import git_env
 from api.errors import ApiError
+from api.settings import GitReadConfig, NodeSettings
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
 _STDERR_KEPT = 4096
-
-
-@dataclass(frozen=True)
-class GitReadConfig:
-    """Limits of the expensive git reads of the REST API; set `app.state.git_reads` to override."""
-
-    #: Expensive reads (archives, raw files over 1 MB, commit diffs) served at once.
-    concurrent: int = 4
-    #: Further expensive reads that may wait for a slot; beyond that, 503 at once.
-    queued: int = 8
-    #: How long a waiting read waits for a slot before its 503.
-    queue_wait_s: float = 60.0
-    #: A streamed read is cut off after this long, its git process killed.
-    time_limit_s: float = 120.0
-    #: What 503 answers put in Retry-After, in seconds.
-    retry_after_s: int = 5
-    #: The C git that streams archives and large files; None: those answer 503.
-    git_binary: str | None = shutil.which("git")
 
 
 class ReadSlots:
@@ -104,15 +85,13 @@ class ReadSlots:
 
 
 def read_limits(request: Request) -> tuple[GitReadConfig, ReadSlots]:
-    """This node's configuration and slots (created with the first expensive read)."""
+    """This node's configuration (`NodeSettings.reads`) and slots (made with the first read)."""
     state = request.app.state
-    config = getattr(state, "git_reads", None)
-    if not isinstance(config, GitReadConfig):
-        config = GitReadConfig()
+    settings = getattr(state, "settings", None)
+    config = settings.reads if isinstance(settings, NodeSettings) else GitReadConfig()
     slots = getattr(state, "git_read_slots", None)
     if not isinstance(slots, ReadSlots) or slots.config is not config:
         slots = ReadSlots(config)
-        state.git_reads = config
         state.git_read_slots = slots
     return config, slots
 

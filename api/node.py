@@ -24,6 +24,7 @@ from api.metrics import NodeMetrics
 from api.settings import NodeSettings
 from consensus.genesis import Genesis, GenesisError
 from consensus.types import Block
+from domain.rules import ChainRules
 
 log = logging.getLogger("stele.node")
 
@@ -70,9 +71,16 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         settings = NodeSettings.from_env()
+        rules = ChainRules.from_genesis(genesis.extra)
     except ValueError as exc:
         raise NodeStartError(str(exc)) from None
-    git_store = GitStore(opts.data_dir / "git", max_pack_bytes=settings.git.max_pack_bytes)
+    # The ledger refuses objects over the chain's limit; refusing them on receipt too keeps a
+    # bomb out of memory (a node with a lower limit would fail to hold packs the chain accepts).
+    git_store = GitStore(
+        opts.data_dir / "git",
+        max_pack_bytes=settings.git.max_pack_bytes,
+        max_object_bytes=rules.max_object_bytes,
+    )
     wiring = _Wiring(asyncio.get_running_loop())
     try:
         ledger = LedgerHost(

@@ -3,8 +3,8 @@
 `NodeSettings.from_env()` reads, besides the defaults:
 
 - `STELE_MAX_PACK_BYTES`: the largest pack a push (or a peer) may send (default 512 MiB);
-- `STELE_GIT_BINARY`: the C git used to serve fetches (default: `git` on PATH; empty:
-  dulwich serves them);
+- `STELE_GIT_BINARY`: the C git used to serve fetches, archives and large files (default:
+  `git` on PATH; empty: dulwich serves fetches, archives answer 503);
 - `STELE_HTTP_BODY_STALL_S`, `STELE_HTTP_BODY_GRACE_S`, `STELE_HTTP_BODY_MIN_RATE`: how
   slowly a request body may arrive (see `api.limits`).
 
@@ -36,9 +36,28 @@ class GitHttpConfig:
 
 
 @dataclass(frozen=True)
+class GitReadConfig:
+    """Limits of the expensive git reads of the REST API (see `api.git_reads`)."""
+
+    #: Expensive reads (archives, raw files over 1 MB, commit diffs) served at once.
+    concurrent: int = 4
+    #: Further expensive reads that may wait for a slot; beyond that, 503 at once.
+    queued: int = 8
+    #: How long a waiting read waits for a slot before its 503.
+    queue_wait_s: float = 60.0
+    #: A streamed read is cut off after this long, its git process killed.
+    time_limit_s: float = 120.0
+    #: What 503 answers put in Retry-After, in seconds.
+    retry_after_s: int = 5
+    #: The C git that streams archives and large files; None: those answer 503.
+    git_binary: str | None = field(default_factory=lambda: shutil.which("git"))
+
+
+@dataclass(frozen=True)
 class NodeSettings:
     http: HttpLimits = field(default_factory=HttpLimits)
     git: GitHttpConfig = field(default_factory=GitHttpConfig)
+    reads: GitReadConfig = field(default_factory=GitReadConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> NodeSettings:
@@ -57,4 +76,8 @@ class NodeSettings:
             git_binary = shutil.which("git")
         else:
             git_binary = (shutil.which(binary) or binary) if binary.strip() else None
-        return cls(HttpLimits.from_env(env), GitHttpConfig(max_pack_bytes=max_pack, git_binary=git_binary))
+        return cls(
+            HttpLimits.from_env(env),
+            GitHttpConfig(max_pack_bytes=max_pack, git_binary=git_binary),
+            GitReadConfig(git_binary=git_binary),
+        )

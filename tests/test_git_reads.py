@@ -26,7 +26,8 @@ from fastapi import FastAPI, Request, Response
 
 from adapters.git.archive import blob_command, git_env
 from api.errors import install_error_handlers
-from api.git_reads import GitReadConfig, ReadSlots, stream_git
+from api.git_reads import ReadSlots, stream_git
+from api.settings import GitReadConfig, NodeSettings
 from tests.devnet_util import wait_until
 
 pytestmark = [
@@ -75,7 +76,7 @@ def server(bare: tuple[Path, str], request: pytest.FixtureRequest) -> Iterator[S
     path, blob = bare
     app = FastAPI()
     install_error_handlers(app)
-    app.state.git_reads = getattr(request, "param", GitReadConfig())
+    app.state.settings = NodeSettings(reads=getattr(request, "param", GitReadConfig()))
 
     @app.get("/blob/{sha}")
     async def get_blob(sha: str, req: Request) -> Response:
