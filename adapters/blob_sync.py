@@ -380,6 +380,7 @@ class BlobSync:
                 self._schedule_pump()
             return
         if digest_hex in self._rejected or self._has(digest_hex):
+            self.stats["offers_ignored"] += 1  # held already, or refused before
             return
         offered = [x for x in self._transfers.values() if not x.wanted]
         if len(offered) >= self._max_offers or (

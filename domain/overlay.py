@@ -27,6 +27,7 @@ class _Deleted:
 
 
 _DELETED: Any = _Deleted()
+_ABSENT: Any = object()
 _EMPTY: Mapping[Hashable, Any] = MappingProxyType({})
 
 
@@ -118,11 +119,14 @@ class Overlay:
     # -- flat tables -------------------------------------------------------------
 
     def get(self, table: str, key: Hashable) -> Any:
+        # One dict lookup per layer: the base state may be merged into by the ledger's worker
+        # while the API reads it, and a lookup must see a key either before or after.
         for layer in self._layers():
             entries = layer._flat.get(table)
-            if entries is not None and key in entries:
-                value = entries[key]
-                return None if value is _DELETED else value
+            if entries is not None:
+                value = entries.get(key, _ABSENT)
+                if value is not _ABSENT:
+                    return None if value is _DELETED else value
         return None
 
     def keys(self, table: str) -> list[Hashable]:
@@ -152,8 +156,10 @@ class Overlay:
         """A read-only view of one group (empty if absent)."""
         for layer in self._layers():
             groups = layer._groups.get(table)
-            if groups is not None and gkey in groups:
-                return MappingProxyType(groups[gkey])
+            if groups is not None:
+                inner = groups.get(gkey)
+                if inner is not None:
+                    return MappingProxyType(inner)
         return _EMPTY
 
     def group_mut(self, table: str, gkey: Hashable) -> dict[Hashable, Any]:

@@ -242,7 +242,9 @@ def test_offer_fetches_a_multi_chunk_blob_everywhere(tmp_path: Path) -> None:
             # Offers of something everyone has start nothing.
             holder.sync.offer(d)
             others[0].sync.want(d)
-            await asyncio.sleep(0.05)
+            await wait_until(
+                lambda: all(n.sync.stats["offers_ignored"] == 1 for n in others), what="offers handled"
+            )
             assert all(n.sync.status()["downloads_queued"] == 0 for n in others)
         finally:
             await net.stop()
@@ -357,8 +359,7 @@ def test_invalid_content_is_rejected_and_not_refetched(tmp_path: Path) -> None:
             assert parts(picky) == []
             picky.sync.want(d)
             holder.sync.offer(d)
-            await asyncio.sleep(0.1)
-            assert picky.source.accepted == [d]
+            await wait_until(lambda: picky.source.accepted == [d], what="the blob accepted after a retry")
             assert picky.sync.status()["wanted"] == 0
         finally:
             await net.stop()
@@ -560,8 +561,8 @@ def test_serving_reads_per_chunk_never_beyond_the_blob_and_defers_when_backlogge
             probe.backlog = 64 * MiB  # the peer's send queue is full: answers wait, in order
             for off in (0, CHUNK):
                 sync.on_message(2, BlobRequest(raw, off, CHUNK))
-            await asyncio.sleep(0.05)
-            assert probe.sent == [] and sync.status()["requests_deferred"] == 2
+            await wait_until(lambda: sync.status()["requests_deferred"] == 2, what="requests deferred")
+            assert probe.sent == []
             probe.backlog = 0
             await wait_until(lambda: len(probe.sent) == 2, what="deferred answers")
             assert [m.offset for _, m in probe.sent if isinstance(m, BlobChunk)] == [0, CHUNK]

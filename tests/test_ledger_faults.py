@@ -42,6 +42,7 @@ def _genesis(protocol: bool = True) -> Genesis:
             "email": "admin@example.com",
             "token_hash": hashlib.sha256(TOKEN.encode()).hexdigest(),
             "token_id": "tok-admin",
+            "scopes": ["admin:org", "delete_repo", "repo", "site_admin", "user"],
         }
     }
     if protocol:
