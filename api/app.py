@@ -16,6 +16,8 @@ from api.gateway import CommandGateway
 from api.limits import BodyGuard
 from api.metrics import NodeMetrics
 from api.push import PushService
+from api.reads import Reads
+from api.services import Services
 from api.settings import NodeSettings
 
 
@@ -37,14 +39,18 @@ def create_app(
         version="0.1.0",
         docs_url="/docs",
     )
-    app.state.settings = settings
-    app.state.host = host
-    app.state.metrics = metrics
-    app.state.ledger = ledger
-    app.state.gateway = CommandGateway(host, ledger, seed)
-    app.state.git = git_store  # None: the git endpoints answer 503
-    if git_store is not None:
-        app.state.pushes = PushService(app.state.gateway, git_store, offer_pack)
+    gateway = CommandGateway(host, ledger, seed)
+    app.state.services = Services(
+        host=host,
+        ledger=ledger,
+        gateway=gateway,
+        metrics=metrics,
+        settings=settings,
+        reads=Reads(ledger, git_store),
+        git=git_store,  # None: the git endpoints answer 503
+        pushes=PushService(gateway, git_store, offer_pack) if git_store is not None else None,
+    )
+    app.state.settings = settings  # for middleware-level helpers (api.git_reads)
     install_error_handlers(app)
     app.add_middleware(BodyGuard, limits=settings.http)
     app.add_middleware(OAuthScopeHeaders)

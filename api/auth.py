@@ -145,7 +145,8 @@ class OAuthScopeHeaders:
 
 def _valid_token(scope: Scope) -> Token | None:
     app = scope.get("app")
-    ledger = getattr(getattr(app, "state", None), "ledger", None)
+    services = getattr(getattr(app, "state", None), "services", None)  # api.services.Services
+    ledger = getattr(services, "ledger", None)
     if ledger is None:
         return None
     try:

@@ -50,12 +50,10 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from adapters.git.protocol import MAX_COMMANDS_BYTES, advertise_receive_refs, service_preamble
 from adapters.git.receive import MalformedPush, ReceivePack
 from adapters.git.store import GitStore
-from adapters.ledger import LedgerHost
 from api.auth import Caller, authenticate
 from api.errors import ApiError
-from api.push import PushService
-from api.settings import GitHttpConfig, NodeSettings
-from api.v3.contents import REPAIRING_MESSAGE
+from api.services import services
+from api.settings import GitHttpConfig
 from commands import scopes
 from domain.permissions import WRITE, effective_permission, rank
 from domain.records import Repo
@@ -144,8 +142,8 @@ async def receive_pack_route(request: Request, owner: str, repo: str) -> Respons
         ctx = _access(request, owner, repo, push=True)
         _require_content_type(request, RECEIVE_PACK)
         assert ctx.caller is not None
-        pushes = getattr(request.app.state, "pushes", None)
-        if not isinstance(pushes, PushService):
+        pushes = services(request).pushes
+        if pushes is None:
             raise GitHttpError(503, "pushes are not enabled on this node")
         handler = ReceivePack(
             ctx.store,
@@ -201,7 +199,8 @@ async def _caught_up(request: Request) -> None:
     read waits (briefly) until this node has applied every block it knows is finalized,
     e.g. one waiting for a pack still being fetched.
     """
-    ledger: LedgerHost = request.app.state.ledger
+    node = services(request)
+    ledger = node.ledger
     raw = request.headers.get("x-stele-min-position") or request.query_params.get("min_position")
     if raw is not None:
         if not raw.isdigit() or len(raw) > 18:
@@ -215,22 +214,17 @@ async def _caught_up(request: Request) -> None:
                 {"Retry-After": "1"},
             )
         return
-    host = getattr(request.app.state, "host", None)
-    finalized = getattr(getattr(host, "replica", None), "finalized_height", None)
-    if isinstance(finalized, int) and finalized > ledger.height:
+    finalized = node.host.replica.finalized_height
+    if finalized > ledger.height:
         await ledger.wait_height(finalized, CATCH_UP_WAIT_S)
 
 
-def _config(request: Request) -> GitHttpConfig:
-    settings = getattr(request.app.state, "settings", None)
-    return settings.git if isinstance(settings, NodeSettings) else GitHttpConfig()
-
-
 def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
-    store = getattr(request.app.state, "git", None)
-    if not isinstance(store, GitStore):
+    node = services(request)
+    store = node.git
+    if store is None:
         raise GitHttpError(503, "git is not enabled on this node")
-    ledger: LedgerHost = request.app.state.ledger
+    ledger = node.ledger
     state = ledger.state
     try:
         caller = authenticate(state, request.headers.get("authorization"))
@@ -255,9 +249,10 @@ def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
         if caller is None:
             raise GitHttpError(401, "Authentication required", REALM_HEADER)
         raise GitHttpError(404, "Repository not found.")
-    repairs = getattr(ledger, "repairs", None)
-    if repairs is not None and repairs.needs_repair(record.repo_id):
-        raise GitHttpError(503, REPAIRING_MESSAGE, {"Retry-After": "5"})
+    try:
+        node.reads.git(record.repo_id)  # 503 while this node repairs its copy
+    except ApiError as exc:
+        raise GitHttpError(exc.status, exc.message, exc.headers) from None
     if push and rank(permission) < rank(WRITE):
         if caller is None:
             raise GitHttpError(401, "Authentication required to push", REALM_HEADER)
@@ -269,7 +264,7 @@ def _access(request: Request, owner: str, name: str, *, push: bool) -> _Context:
             raise GitHttpError(refused.code, refused.message)
     path = store.ensure_repo(record.repo_id, record.default_branch)
     _sync_head(store, record, path)
-    return _Context(store, _config(request), caller, record, str(path), state)
+    return _Context(store, node.settings.git, caller, record, str(path), state)
 
 
 def _sync_head(store: GitStore, record: Repo, path: os.PathLike[str]) -> None:

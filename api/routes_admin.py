@@ -15,6 +15,7 @@ from adapters.git.repair import Repair
 from adapters.ledger import LedgerHost
 from api.auth import authenticate, require, require_site_admin_scope
 from api.errors import ApiError
+from api.services import services
 
 router = APIRouter(tags=["admin"])
 
@@ -23,7 +24,7 @@ REPAIR_WAIT_S = 60.0
 
 
 def _admin_ledger(request: Request) -> LedgerHost:
-    ledger: LedgerHost = request.app.state.ledger
+    ledger = services(request).ledger
     caller = require(authenticate(ledger.state, request.headers.get("authorization")))
     if not caller.user.site_admin:
         raise ApiError(403, "repairs are available to site administrators")

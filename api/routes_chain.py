@@ -9,12 +9,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from adapters.consensus_host import ConsensusHost
-from adapters.ledger import LedgerHost
 from api.auth import authenticate
 from api.errors import ApiError
-from api.gateway import CommandGateway
 from api.limits import BATCH_BODY_LIMIT
-from api.metrics import NodeMetrics
+from api.services import services
 from api.tx_view import block_transactions, raw_visible, viewer_of
 from commands.git_view import GitViewError
 from consensus.interface import Finalized
@@ -27,7 +25,7 @@ MAX_WAIT_S = 60.0
 
 
 def _host(request: Request) -> ConsensusHost:
-    host: ConsensusHost = request.app.state.host
+    host = services(request).host
     return host
 
 
@@ -52,7 +50,7 @@ async def ready(request: Request) -> JSONResponse:
             f"catching up: finalized height {host.replica.finalized_height}, "
             f"peers report {host.replica.best_peer_height()}"
         )
-    ledger: LedgerHost = request.app.state.ledger
+    ledger = services(request).ledger
     if ledger.waiting_for_packs:
         reasons.append(f"applied height {ledger.height}: waiting for packs from peers")
     repairs = ledger.repairs
@@ -104,7 +102,7 @@ async def block(request: Request, height: int) -> dict[str, Any]:
     """
     if height < 0:
         raise ApiError(422, "height must be non-negative")
-    ledger: LedgerHost = request.app.state.ledger
+    ledger = services(request).ledger
     viewer = viewer_of(authenticate(ledger.state, request.headers.get("authorization")))
     found = _host(request).block(height)
     if found is None:
@@ -173,7 +171,7 @@ async def submit(
     (docs/api.md, "Who can see a transaction"); anyone else just has it queued.
     """
     host = _host(request)
-    ledger: LedgerHost = request.app.state.ledger
+    ledger = services(request).ledger
     viewer = viewer_of(authenticate(ledger.state, request.headers.get("authorization")))
     tx = await _read_body(request, host.config.limits.max_tx_bytes, "transaction")
     if not tx:
@@ -198,7 +196,7 @@ async def submit(
         raise ApiError(400, f"not a valid transaction: {reason}")
     if missing := ledger.availability.missing((tx,)):
         raise ApiError(422, _missing_pack_message(missing[0]))
-    gateway: CommandGateway = request.app.state.gateway
+    gateway = services(request).gateway
     try:
         early = await gateway.precheck(tx)
     except GitViewError:
@@ -268,7 +266,7 @@ async def submit_batch(request: Request) -> JSONResponse:
         raise ApiError(400, "empty batch")
     if not host.quorum_reachable():
         raise ApiError(503, "no quorum reachable", {"Retry-After": "1"})
-    ledger: LedgerHost = request.app.state.ledger
+    ledger = services(request).ledger
     counts = {"added": 0, "duplicate": 0, "full": 0}
     ids = []
     rejected = []
@@ -294,7 +292,7 @@ async def submit_batch(request: Request) -> JSONResponse:
 
 @router.get("/metrics", tags=["health"])
 async def metrics(request: Request) -> Response:
-    m: NodeMetrics = request.app.state.metrics
+    m = services(request).metrics
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

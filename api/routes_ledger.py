@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from adapters.consensus_host import ConsensusHost
 from adapters.ledger import LedgerHost
 from api.auth import authenticate, require, require_site_admin_scope
 from api.errors import ApiError
+from api.services import services
 from api.tx_view import raw_visible, tx_of, viewer_of
 
 router = APIRouter(tags=["ledger"])
@@ -20,7 +20,7 @@ _TX_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def _ledger(request: Request) -> LedgerHost:
-    ledger: LedgerHost = request.app.state.ledger
+    ledger = services(request).ledger
     return ledger
 
 
@@ -56,7 +56,7 @@ async def receipt(request: Request, tx_id: str) -> dict[str, Any]:
     ledger = _ledger(request)
     caller = authenticate(ledger.state, request.headers.get("authorization"))
     found = ledger.receipt(tx_id)
-    host: ConsensusHost = request.app.state.host
+    host = services(request).host
     if found is None or not raw_visible(ledger, viewer_of(caller), tx_of(host, found), found):
         raise ApiError(404, f"no receipt for {tx_id} on this node (not applied here yet, or unknown)")
     return found.to_json()

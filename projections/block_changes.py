@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domain.events import (
-    ZERO_SHA,
-    BranchProtectionRemoved,
-    BranchProtectionSet,
     CollaboratorRemoved,
     CollaboratorSet,
     OrgCreated,
     OrgMemberRemoved,
     OrgMemberSet,
     RecordedEvent,
-    RefsUpdated,
     RepoCreated,
     RepoDeleted,
     RepoUpdated,
@@ -171,26 +167,8 @@ def fold(events: Iterable[RecordedEvent], load_repos: RepoLoader) -> BlockChange
         elif isinstance(e, CollaboratorRemoved):
             out.delete("collaborators", (e.repo_id, e.user_id))
             out.acl_repos.add(e.repo_id)
-        elif isinstance(e, RefsUpdated):
-            for update in e.updates:
-                key = (e.repo_id, update["ref"])
-                if update["new"] == ZERO_SHA:
-                    out.delete("refs", key)
-                else:
-                    out.upsert("refs", key, (*key, update["new"]))
-        elif isinstance(e, BranchProtectionSet):
-            protection: Row = (
-                e.repo_id,
-                e.branch,
-                e.allow_force_pushes,
-                e.allow_deletions,
-                e.required_approving_review_count,
-                sorted(e.restrict_pushers),
-            )
-            out.upsert("branch_protection", (e.repo_id, e.branch), protection)
-        elif isinstance(e, BranchProtectionRemoved):
-            out.delete("branch_protection", (e.repo_id, e.branch))
-        # Keys and tokens have no read model here: the ledger state answers for them.
+        # Keys, tokens, refs and branch protection have no read model here: the ledger state
+        # answers for them (see api/reads.py).
     for repo_id in sorted(touched_repos):
         out.upsert("repos", (repo_id,), _repo_tuple(repos[repo_id]))
         out.acl_repos.add(repo_id)

@@ -46,8 +46,6 @@ _WRITE_ORDER = (
     "team_members",
     "team_repos",
     "collaborators",
-    "refs",
-    "branch_protection",
 )
 
 
@@ -194,7 +192,7 @@ class Projector:
                     appender.append_rows([rows[k] for k in sorted(rows)])
         if changes.deleted_repos:
             deleted = {"repos": sorted(changes.deleted_repos)}
-            for table in ("collaborators", "team_repos", "refs", "branch_protection"):
+            for table in ("collaborators", "team_repos"):
                 cur.execute(
                     f"DELETE FROM {table} WHERE repo_id IN (SELECT unnest($repos::VARCHAR[]))", deleted
                 )

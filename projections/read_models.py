@@ -22,7 +22,6 @@ _USER_COLS = ", ".join(COLUMNS["users"])
 _ORG_COLS = ", ".join(COLUMNS["orgs"])
 _TEAM_COLS = ", ".join(f"t.{c}" for c in COLUMNS["teams"])
 _REPO_COLS = ", ".join(f"r.{c}" for c in COLUMNS["repos"])
-_PROTECTION_COLS = ", ".join(COLUMNS["branch_protection"])
 
 
 class ReadModels:
@@ -187,27 +186,3 @@ class ReadModels:
         )
 
     # -- refs and branch protection --------------------------------------------------------
-
-    def refs(self, repo_id: str, prefix: str = "") -> list[Row]:
-        """The repository's refs (repo_id, ref, sha) whose name starts with `prefix`, by name."""
-        return self._all(
-            "SELECT repo_id, ref, sha FROM refs WHERE repo_id = ? AND starts_with(ref, ?) ORDER BY ref",
-            [repo_id, prefix],
-        )
-
-    def ref(self, repo_id: str, name: str) -> Row | None:
-        """One ref by its full name (e.g. refs/heads/main), or None."""
-        return self._one("SELECT repo_id, ref, sha FROM refs WHERE repo_id = ? AND ref = ?", [repo_id, name])
-
-    def branch_protection(self, repo_id: str, branch: str) -> Row | None:
-        """A branch's protection (`restrict_pushers`: sorted user ids), or None if unprotected."""
-        return self._one(
-            f"SELECT {_PROTECTION_COLS} FROM branch_protection WHERE repo_id = ? AND branch = ?",
-            [repo_id, branch],
-        )
-
-    def branch_protections(self, repo_id: str) -> list[Row]:
-        """Every protected branch of the repository, by branch name."""
-        return self._all(
-            f"SELECT {_PROTECTION_COLS} FROM branch_protection WHERE repo_id = ? ORDER BY branch", [repo_id]
-        )

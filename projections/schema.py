@@ -7,7 +7,7 @@ tables can never drift apart: both read `COLUMNS`.
 from __future__ import annotations
 
 #: Bump when a table changes shape; a file with another version is dropped and rebuilt.
-SCHEMA_VERSION = 2  # 2: refs, branch_protection
+SCHEMA_VERSION = 3  # 2: refs, branch_protection; 3: without them (the ledger state answers)
 
 #: The projection's name in the tracking table.
 PROJECTION = "readmodels"
@@ -39,15 +39,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "collaborators": ("repo_id", "user_id", "permission"),
     "acl": ("repo_id", "user_id", "permission"),
-    "refs": ("repo_id", "ref", "sha"),
-    "branch_protection": (
-        "repo_id",
-        "branch",
-        "allow_force_pushes",
-        "allow_deletions",
-        "required_approving_review_count",
-        "restrict_pushers",
-    ),
 }
 
 #: Primary key of each table (what upserts and deletes match on).
@@ -61,8 +52,6 @@ KEYS: dict[str, tuple[str, ...]] = {
     "repos": ("repo_id",),
     "collaborators": ("repo_id", "user_id"),
     "acl": ("repo_id", "user_id"),
-    "refs": ("repo_id", "ref"),
-    "branch_protection": ("repo_id", "branch"),
 }
 
 DDL: tuple[str, ...] = (
@@ -98,14 +87,6 @@ DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS acl (
         repo_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, permission VARCHAR NOT NULL,
         PRIMARY KEY (repo_id, user_id))""",
-    """CREATE TABLE IF NOT EXISTS refs (
-        repo_id VARCHAR NOT NULL, ref VARCHAR NOT NULL, sha VARCHAR NOT NULL,
-        PRIMARY KEY (repo_id, ref))""",
-    """CREATE TABLE IF NOT EXISTS branch_protection (
-        repo_id VARCHAR NOT NULL, branch VARCHAR NOT NULL,
-        allow_force_pushes BOOLEAN NOT NULL, allow_deletions BOOLEAN NOT NULL,
-        required_approving_review_count INTEGER NOT NULL, restrict_pushers VARCHAR[] NOT NULL,
-        PRIMARY KEY (repo_id, branch))""",
     f"""CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} (
         name VARCHAR PRIMARY KEY, height BIGINT NOT NULL)""",
 )

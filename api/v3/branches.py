@@ -27,12 +27,13 @@ from adapters.git import browse
 from api.errors import ApiError
 from api.pagination import Page, link_header, page_params
 from api.v3 import git_shapes, shapes
-from api.v3.contents import HEADS, git_target, read_git
+from api.v3.contents import HEADS
 from api.v3.deps import V3, GitHubBody, Reader, V3Route, ValidationFailed, Writer, command, no_content, ok
 from api.v3.git_shapes import RepoLinks
-from api.v3.repos import _visible_repo
+from api.v3.git_target import git_target, read_git
 from api.v3.shapes import Json
 from commands.payloads import MAX_REVIEW_COUNT
+from domain.records import BranchProtection
 
 router = APIRouter(route_class=V3Route, tags=["v3: branches"])
 
@@ -182,11 +183,11 @@ def _payload(owner: str, repo: str, branch: str, body: ProtectionBody) -> dict[s
 # ---------------------------------------------------------------------------- protection
 
 
-def _protection_json(ctx: V3, row: Json, protection: Json) -> Json:
+def _protection_json(ctx: V3, row: Json, protection: BranchProtection) -> Json:
     links = RepoLinks(ctx.urls, f"{row['owner_login']}/{row['name']}", row["repo_id"])
     pushers = []
-    for user_id in protection["restrict_pushers"] or ():
-        user = ctx.ledger.read.get_user_by_id(user_id)
+    for user_id in protection.restrict_pushers:
+        user = ctx.reads.user_by_id(user_id)
         if user is not None:
             pushers.append(shapes.user_simple(ctx.urls, user))
     return git_shapes.protection(links, protection, pushers)
@@ -197,8 +198,8 @@ def _protection_json(ctx: V3, row: Json, protection: Json) -> Json:
 
 @router.get("/repos/{owner}/{repo}/branches/{branch:path}/protection", summary="A branch's protection")
 async def get_protection(owner: str, repo: str, branch: str, ctx: Reader) -> Json:
-    row, _ = _visible_repo(ctx, owner, repo)
-    protection = ctx.ledger.read.branch_protection(row["repo_id"], branch)
+    row, _ = ctx.visible_repo(owner, repo)
+    protection = ctx.reads.protection(row["repo_id"], branch)
     if protection is None:
         raise ApiError(404, BRANCH_NOT_PROTECTED)
     return _protection_json(ctx, row, protection)
@@ -214,8 +215,8 @@ async def set_protection(
     receipt = await command(
         ctx, "repo.set_branch_protection", _payload(owner, repo, branch, body), resource=RESOURCE
     )
-    row, _ = _visible_repo(ctx, owner, repo)
-    protection = ctx.ledger.read.branch_protection(row["repo_id"], branch)
+    row, _ = ctx.visible_repo(owner, repo)
+    protection = ctx.reads.protection(row["repo_id"], branch)
     if protection is None:  # removed again between the command and this read
         raise ApiError(404, BRANCH_NOT_PROTECTED)
     return ok(_protection_json(ctx, row, protection), receipt)
@@ -248,10 +249,10 @@ async def list_branches(
     page: Annotated[Page, Depends(page_params)],
     protected: bool | None = None,
 ) -> JSONResponse:
-    row, _ = _visible_repo(ctx, owner, repo)
+    row, _ = ctx.visible_repo(owner, repo)
     repo_id = row["repo_id"]
     links = RepoLinks(ctx.urls, f"{row['owner_login']}/{row['name']}", repo_id)
-    guarded = {p["branch"] for p in ctx.ledger.read.branch_protections(repo_id)}
+    guarded = {p.branch for p in ctx.reads.protections(repo_id)}
     branches = [
         (ref[len(HEADS) :], sha)
         for ref, sha in ctx.state.refs(repo_id)
@@ -269,7 +270,7 @@ async def get_branch(owner: str, repo: str, branch: str, ctx: Reader) -> Json:
     sha = target.refs.get(HEADS + branch)
     if sha is None:
         raise ApiError(404, BRANCH_NOT_FOUND)
-    protected = ctx.ledger.read.branch_protection(target.repo_id, branch) is not None
+    protected = ctx.reads.protection(target.repo_id, branch) is not None
 
     def work(repo_: Repo) -> browse.CommitInfo:
         info = browse.get_commit(repo_, sha)

@@ -21,9 +21,7 @@ time limit on each stream).
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -35,14 +33,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from adapters.git import browse
 from adapters.git.archive import ARCHIVE_MEDIA_TYPES, ArchiveFormat, archive_command, blob_command
 from adapters.git.browse import CommitInfo, Entry, Kind, Listed
-from adapters.git.store import GitStore
 from api.errors import ApiError
 from api.git_reads import read_limits, stream_git
 from api.pagination import Page, link_header, page_params
 from api.v3 import git_shapes
 from api.v3.deps import V3, Reader, V3Route, ValidationFailed, not_found
-from api.v3.git_shapes import RepoLinks
-from api.v3.repos import _visible_repo
+from api.v3.git_target import GitTarget, git_target, read_git
 from api.v3.shapes import Json
 
 router = APIRouter(route_class=V3Route, tags=["v3: git data"])
@@ -63,62 +59,6 @@ _MEDIA = re.compile(r"^application/vnd\.github(?:\.v3)?\.(raw|object|sha|html|di
 
 
 # ---------------------------------------------------------------------------- plumbing
-
-
-#: What reads of a repository answer while this node rebuilds its copy (see adapters.git.repair).
-REPAIRING_MESSAGE = "this node is repairing its copy of the repository; retry shortly or ask another node"
-
-
-@dataclass(frozen=True)
-class GitTarget:
-    """A readable repository and its finalized refs, captured before leaving the event loop."""
-
-    store: GitStore
-    repo_id: str
-    owner: str
-    name: str
-    default_branch: str
-    refs: dict[str, str]
-    links: RepoLinks
-
-
-def git_target(ctx: V3, owner: str, repo: str) -> GitTarget:
-    """The repository (404 if the caller may not read it) with its refs; 503 without git."""
-    row, _ = _visible_repo(ctx, owner, repo)
-    store = getattr(ctx.request.app.state, "git", None)
-    if not isinstance(store, GitStore):
-        raise ApiError(503, "git is not enabled on this node")
-    repo_id = row["repo_id"]
-    repairs = getattr(getattr(ctx.request.app.state, "ledger", None), "repairs", None)
-    if repairs is not None and repairs.needs_repair(repo_id):
-        raise ApiError(503, REPAIRING_MESSAGE, {"Retry-After": "5"})
-    full_name = f"{row['owner_login']}/{row['name']}"
-    return GitTarget(
-        store=store,
-        repo_id=repo_id,
-        owner=row["owner_login"],
-        name=row["name"],
-        default_branch=row["default_branch"],
-        refs=dict(ctx.state.refs(repo_id)),
-        links=RepoLinks(ctx.urls, full_name, repo_id),
-    )
-
-
-async def read_git(target: GitTarget, work: Callable[[Repo], T]) -> T:
-    """`work` over the opened repository in a worker thread; git reading errors become API errors."""
-
-    def run() -> T:
-        with target.store.open(target.repo_id) as repo:
-            return work(repo)
-
-    try:
-        return await asyncio.to_thread(run)
-    except browse.MissingObject as exc:
-        raise ApiError(503, f"{exc}; try again shortly", {"Retry-After": "5"}) from None
-    except browse.HistoryTooLong as exc:
-        raise ApiError(422, f"{exc}; start from an older commit with sha=") from None
-    except browse.BrowseError as exc:
-        raise ApiError(422, str(exc)) from None
 
 
 def media(request: Request) -> str | None:

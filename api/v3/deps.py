@@ -34,15 +34,17 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 
-from adapters.ledger import LedgerHost
 from api.auth import Caller, accepts, authenticate, require
 from api.errors import DOCS_URL, ApiError, error_response
 from api.gateway import CommandGateway
+from api.reads import Reads
+from api.services import Services, services
 from api.v3.shapes import Json, Urls
 from commands import scopes
 from commands.decision import Rejection
 from commands.handlers import parse_payload
 from commands.ledger import Receipt
+from domain.rules import Rules
 from domain.state import LedgerState
 
 POSITION_HEADER = "X-Stele-Position"
@@ -94,17 +96,45 @@ def not_found() -> ApiError:
 
 @dataclass(frozen=True)
 class V3:
+    """One request's view of the node: its caller, and the facts of one applied height."""
+
     request: Request
-    ledger: LedgerHost
-    gateway: CommandGateway
+    node: Services
     caller: Caller | None
     urls: Urls
     #: Whether token scopes bind (the rules of the next block: protocol version 2 on).
     scoped: bool
 
     @property
+    def reads(self) -> Reads:
+        """Where every fact comes from (see `api.reads`)."""
+        return self.node.reads
+
+    @property
     def state(self) -> LedgerState:
-        return self.ledger.state
+        return self.node.reads.state
+
+    @property
+    def gateway(self) -> CommandGateway:
+        return self.node.gateway
+
+    def visible_repo(self, owner: str, name: str) -> tuple[Json, str]:
+        """The repository's row and the caller's effective permission; 404 when it is missing
+        or hidden (from the caller, or from a token without `repo` if it is private)."""
+        self.check(scopes.repo_read(private=False))  # advertise `repo` before knowing anything
+        row = self.reads.repo(owner, name)
+        if row is None:
+            raise not_found()
+        level = self.reads.permission(self.viewer_id, row["repo_id"])
+        if level is None:
+            raise not_found()
+        self.check(scopes.repo_read(private=bool(row["private"])))
+        return row, level
+
+    def rules(self) -> Rules:
+        """The rules a command submitted now runs under (those of the next block)."""
+        ledger = self.node.ledger
+        return ledger.rules.at(ledger.height + 1)
 
     def has(self, need: scopes.Need) -> bool:
         """Whether the caller's token holds a scope `need` accepts (always, where scopes do not
@@ -137,15 +167,15 @@ async def _context(
     ] = None,
     x_stele_min_position: Annotated[int | None, Header(ge=0)] = None,
 ) -> V3:
-    ledger: LedgerHost = request.app.state.ledger
-    gateway: CommandGateway = request.app.state.gateway
+    node = services(request)
+    ledger = node.ledger
     wanted = max((p for p in (min_position, x_stele_min_position) if p is not None), default=None)
-    await gateway.wait_position(wanted)
+    await node.gateway.wait_position(wanted)
     # No await from here on: everything the route reads is from this one height.
     setattr(request.state, _POSITION_STATE, ledger.height)
     caller = authenticate(ledger.state, request.headers.get("authorization"))
     scoped = ledger.rules.at(ledger.height + 1).token_scopes
-    return V3(request, ledger, gateway, caller, Urls(str(request.base_url)), scoped)
+    return V3(request, node, caller, Urls(str(request.base_url)), scoped)
 
 
 async def _writer(ctx: Annotated[V3, Depends(_context)]) -> V3:
@@ -169,7 +199,7 @@ async def command(
     the state this request reads; the ledger checks them again at apply time.
     """
     caller = ctx.require()
-    parsed = parse_payload(kind, payload, ctx.ledger.rules.at(ctx.ledger.height + 1))
+    parsed = parse_payload(kind, payload, ctx.rules())
     if not isinstance(parsed, Rejection):  # an invalid payload is the ledger's 422
         ctx.check(scopes.command_need(ctx.state, kind, parsed, caller.user))
     try:

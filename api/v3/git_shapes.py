@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from adapters.git.browse import CommitInfo, Diff, Entry, FileChange, Listed, Person
 from api.v3.shapes import Json, Urls, iso
+from domain.records import BranchProtection
 
 #: GitHub's `protection` summary of an unprotected branch (and the checks part of a protected one).
 _NO_STATUS_CHECKS: Json = {"enforcement_level": "off", "contexts": [], "checks": []}
@@ -175,21 +176,21 @@ def branch_full(links: RepoLinks, name: str, commit_body: Json, protected: bool)
     }
 
 
-def protection(links: RepoLinks, row: Json, pushers: Sequence[Json]) -> Json:
-    """GitHub's branch protection from a `branch_protection` read-model row.
+def protection(links: RepoLinks, rule: BranchProtection, pushers: Sequence[Json]) -> Json:
+    """GitHub's branch protection from the ledger's rule for the branch.
 
     `pushers` are the simple-user shapes of the row's `restrict_pushers`. Stele applies
     every rule to repository admins too, except that admins may always push where pushers
     are restricted; so `enforce_admins` is enabled exactly when pushers are not restricted.
     """
-    url = links.protection(row["branch"])
-    count = int(row["required_approving_review_count"])
+    url = links.protection(rule.branch)
+    count = rule.required_approving_review_count
     body: Json = {
         "url": url,
         "enforce_admins": {"url": f"{url}/enforce_admins", "enabled": not pushers},
         "required_linear_history": {"enabled": False},
-        "allow_force_pushes": {"enabled": bool(row["allow_force_pushes"])},
-        "allow_deletions": {"enabled": bool(row["allow_deletions"])},
+        "allow_force_pushes": {"enabled": rule.allow_force_pushes},
+        "allow_deletions": {"enabled": rule.allow_deletions},
         "block_creations": {"enabled": False},
         "required_conversation_resolution": {"enabled": False},
         "lock_branch": {"enabled": False},

@@ -62,7 +62,7 @@ class TeamRepoBody(GitHubBody):
 
 
 def _public_repos(ctx: V3, owner_id: str) -> int:
-    return ctx.ledger.read.list_repos_for_owner(owner_id, None, 1, 1)[1]
+    return ctx.reads.models.list_repos_for_owner(owner_id, None, 1, 1)[1]
 
 
 def _org_json(ctx: V3, row: shapes.Json) -> shapes.Json:
@@ -78,7 +78,7 @@ async def create_org(body: CreateOrgBody, ctx: Writer) -> JSONResponse:
         resource="Organization",
         field="login",
     )
-    row = ctx.ledger.read.get_org_by_id(receipt.result["org_id"])
+    row = ctx.reads.org_by_id(receipt.result["org_id"])
     if row is None:
         raise not_found()
     return created(_org_json(ctx, row), receipt)
@@ -87,7 +87,7 @@ async def create_org(body: CreateOrgBody, ctx: Writer) -> JSONResponse:
 @router.get("/orgs/{org}", summary="An organization")
 async def get_org(org: str, ctx: Reader) -> shapes.Json:
     ctx.check(scopes.ORG_PROFILE)
-    row = ctx.ledger.read.get_org(org)
+    row = ctx.reads.org(org)
     if row is None:
         raise not_found()
     return _org_json(ctx, row)
@@ -108,17 +108,14 @@ async def set_org_membership(
         resource="Membership",
         field="role",
     )
-    org_row = ctx.ledger.read.get_org(org)
-    user_row = ctx.ledger.read.get_user(user)
+    org_row = ctx.reads.org(org)
+    user_row = ctx.reads.user(user)
     if org_row is None or user_row is None:
         raise not_found()
-    member = next(
-        (m for m in ctx.ledger.read.org_members(org_row["org_id"]) if m["user_id"] == user_row["user_id"]),
-        None,
-    )
-    if member is None:
+    role_now = ctx.state.org_role(org_row["org_id"], user_row["user_id"])
+    if role_now is None:
         raise not_found()
-    return ok(shapes.org_membership(ctx.urls, org_row, user_row, member["role"]), receipt)
+    return ok(shapes.org_membership(ctx.urls, org_row, user_row, role_now), receipt)
 
 
 @router.delete("/orgs/{org}/memberships/{user}", status_code=204, summary="Remove a member")
@@ -135,16 +132,16 @@ async def create_team(org: str, body: CreateTeamBody, ctx: Writer) -> JSONRespon
     if body.privacy is not None:
         payload["privacy"] = body.privacy
     receipt = await command(ctx, "team.create", payload, resource="Team", field="name")
-    org_row = ctx.ledger.read.get_org(org)
-    team_row = ctx.ledger.read.get_team(org, receipt.result["slug"])
+    org_row = ctx.reads.org(org)
+    team_row = ctx.reads.team(org, receipt.result["slug"])
     if org_row is None or team_row is None:
         raise not_found()
     body_json = shapes.team(
         ctx.urls,
         team_row,
         org_row,
-        members=len(ctx.ledger.read.team_members(team_row["team_id"])),
-        repos=len(ctx.ledger.read.team_repos(team_row["team_id"])),
+        members=len(ctx.reads.models.team_members(team_row["team_id"])),
+        repos=len(ctx.reads.models.team_repos(team_row["team_id"])),
         org_public_repos=_public_repos(ctx, org_row["org_id"]),
     )
     return created(body_json, receipt)
@@ -153,20 +150,20 @@ async def create_team(org: str, body: CreateTeamBody, ctx: Writer) -> JSONRespon
 @router.get("/orgs/{org}/teams/{team_slug}", summary="A team (read:org); 404 to whoever may not see it")
 async def get_team(org: str, team_slug: str, ctx: Reader) -> shapes.Json:
     ctx.check(scopes.READ_TEAM)
-    org_row = ctx.ledger.read.get_org(org)
+    org_row = ctx.reads.org(org)
     found = ctx.state.org_by_login(org)
     team = ctx.state.team_by_slug(found.org_id, team_slug) if found is not None else None
     if org_row is None or team is None or not can_see_team(ctx.state, ctx.viewer_id, team):
         raise not_found()
-    team_row = ctx.ledger.read.get_team(org, team.slug)
+    team_row = ctx.reads.team(org, team.slug)
     if team_row is None:
         raise not_found()
     return shapes.team(
         ctx.urls,
         team_row,
         org_row,
-        members=len(ctx.ledger.read.team_members(team_row["team_id"])),
-        repos=len(ctx.ledger.read.team_repos(team_row["team_id"])),
+        members=len(ctx.reads.models.team_members(team_row["team_id"])),
+        repos=len(ctx.reads.models.team_repos(team_row["team_id"])),
         org_public_repos=_public_repos(ctx, org_row["org_id"]),
     )
 
@@ -187,18 +184,15 @@ async def set_team_membership(
         resource="TeamMember",
         field="user",
     )
-    team_row = ctx.ledger.read.get_team(org, team_slug)
-    user_row = ctx.ledger.read.get_user(user)
+    team_row = ctx.reads.team(org, team_slug)
+    user_row = ctx.reads.user(user)
     if team_row is None or user_row is None:
         raise not_found()
-    member = next(
-        (m for m in ctx.ledger.read.team_members(team_row["team_id"]) if m["user_id"] == user_row["user_id"]),
-        None,
-    )
-    if member is None:
+    member_role = ctx.state.team_role(team_row["team_id"], user_row["user_id"])
+    if member_role is None:
         raise not_found()
     return ok(
-        shapes.team_membership(ctx.urls, org, team_row["slug"], user_row["login"], member["role"]), receipt
+        shapes.team_membership(ctx.urls, org, team_row["slug"], user_row["login"], member_role), receipt
     )
 
 

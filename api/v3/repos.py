@@ -101,7 +101,7 @@ class _Owners:
         owner_id = row["owner_id"]
         found = self._cache.get(owner_id)
         if found is None:
-            urls, read = self.ctx.urls, self.ctx.ledger.read
+            urls, read = self.ctx.urls, self.ctx.reads.models
             if row["owner_type"] == "Organization":
                 org = read.get_org_by_id(owner_id)
                 login = org["login"] if org is not None else row["owner_login"]
@@ -127,20 +127,6 @@ def _repo_json(ctx: V3, owners: _Owners, row: shapes.Json, level: str | None) ->
     return body
 
 
-def _visible_repo(ctx: V3, owner: str, repo: str) -> tuple[shapes.Json, str]:
-    """The repo row and the viewer's effective permission; 404 when it is missing or hidden
-    (from the viewer, or from a token without the `repo` scope if it is private)."""
-    ctx.check(scopes.repo_read(private=False))  # advertise `repo` before knowing anything
-    row = ctx.ledger.read.get_repo(owner, repo)
-    if row is None:
-        raise not_found()
-    level = effective_permission(ctx.state, ctx.viewer_id, row["repo_id"])
-    if level is None:
-        raise not_found()
-    ctx.check(scopes.repo_read(private=bool(row["private"])))
-    return row, level
-
-
 def _sees_private_repos(ctx: V3) -> bool:
     """Whether the caller's token may list private repositories (it holds `repo`)."""
     ctx.check(scopes.repo_read(private=False))
@@ -148,7 +134,7 @@ def _sees_private_repos(ctx: V3) -> bool:
 
 
 def _repo_after(ctx: V3, repo_id: str) -> shapes.Json:
-    row = ctx.ledger.read.get_repo_by_id(repo_id)
+    row = ctx.reads.repo_by_id(repo_id)
     if row is None:
         raise not_found()
     return _repo_json(ctx, _Owners(ctx), row, effective_permission(ctx.state, ctx.viewer_id, repo_id))
@@ -203,7 +189,7 @@ async def list_user_repos(
     request: Request, ctx: Reader, page: Annotated[Page, Depends(page_params)]
 ) -> JSONResponse:
     caller = ctx.require()
-    rows, total = ctx.ledger.read.list_repos_for_user(
+    rows, total = ctx.reads.models.list_repos_for_user(
         caller.user.user_id, page.page, page.per_page, public_only=not _sees_private_repos(ctx)
     )
     return _page_response(request, ctx, rows, page, total)
@@ -213,11 +199,11 @@ async def list_user_repos(
 async def list_org_repos(
     org: str, request: Request, ctx: Reader, page: Annotated[Page, Depends(page_params)]
 ) -> JSONResponse:
-    org_row = ctx.ledger.read.get_org(org)
+    org_row = ctx.reads.org(org)
     if org_row is None:
         raise not_found()
     viewer = ctx.viewer_id if _sees_private_repos(ctx) else None  # None: public ones only
-    rows, total = ctx.ledger.read.list_repos_for_owner(org_row["org_id"], viewer, page.page, page.per_page)
+    rows, total = ctx.reads.models.list_repos_for_owner(org_row["org_id"], viewer, page.page, page.per_page)
     return _page_response(request, ctx, rows, page, total)
 
 
@@ -226,7 +212,7 @@ async def list_org_repos(
 
 @router.get("/repos/{owner}/{repo}", summary="A repository")
 async def get_repo(owner: str, repo: str, ctx: Reader) -> shapes.Json:
-    row, level = _visible_repo(ctx, owner, repo)
+    row, level = ctx.visible_repo(owner, repo)
     return _repo_json(ctx, _Owners(ctx), row, level)
 
 
@@ -243,7 +229,7 @@ async def update_repo(owner: str, repo: str, body: UpdateRepoBody, ctx: Writer) 
     before = ctx.state.repo_by_name(owner, repo)
     receipt = await command(ctx, "repo.update", payload, resource="Repository", field="name")
     if before is None:  # created between our look-up and the command: find it by its new name
-        row = ctx.ledger.read.get_repo(owner, body.name or repo)
+        row = ctx.reads.repo(owner, body.name or repo)
         if row is None:
             raise not_found()
         repo_id = row["repo_id"]
@@ -289,8 +275,8 @@ async def add_collaborator(
     if receipt.events == 0:
         return no_content(receipt)
     caller = ctx.require()
-    row = ctx.ledger.read.get_repo(owner, repo)
-    invitee = ctx.ledger.read.get_user(user)
+    row = ctx.reads.repo(owner, repo)
+    invitee = ctx.reads.user(user)
     if row is None or invitee is None:
         raise not_found()
     owners = _Owners(ctx)
@@ -328,11 +314,11 @@ async def remove_collaborator(owner: str, repo: str, user: str, ctx: Writer) -> 
     summary="A user's permission on a repository",
 )
 async def collaborator_permission(owner: str, repo: str, user: str, ctx: Reader) -> shapes.Json:
-    row, _ = _visible_repo(ctx, owner, repo)
-    target = ctx.ledger.read.get_user(user)
+    row, _ = ctx.visible_repo(owner, repo)
+    target = ctx.reads.user(user)
     if target is None:
         raise not_found()
-    level = ctx.ledger.read.permission(row["repo_id"], target["user_id"])
+    level = ctx.reads.permission(target["user_id"], row["repo_id"])
     if level is None and not row["private"]:
         level = READ
     role_name = level or "none"

@@ -75,8 +75,8 @@ IMPERSONATION_NOTE = "impersonation token"
 
 def _repo_counts(ctx: V3, owner_id: str) -> tuple[int, int]:
     """(public, private) repositories of an owner, from the read models."""
-    _, public = ctx.ledger.read.list_repos_for_owner(owner_id, None, 1, 1)
-    _, visible_to_owner = ctx.ledger.read.list_repos_for_owner(owner_id, owner_id, 1, 1)
+    _, public = ctx.reads.models.list_repos_for_owner(owner_id, None, 1, 1)
+    _, visible_to_owner = ctx.reads.models.list_repos_for_owner(owner_id, owner_id, 1, 1)
     return public, visible_to_owner - public
 
 
@@ -85,7 +85,7 @@ async def create_user(body: CreateUserBody, ctx: Writer) -> JSONResponse:
     receipt = await command(
         ctx, "user.create", {"login": body.login, "email": body.email}, resource="User", field="login"
     )
-    row = ctx.ledger.read.get_user_by_id(receipt.result["user_id"])
+    row = ctx.reads.user_by_id(receipt.result["user_id"])
     if row is None:
         raise not_found()
     return created(shapes.user_full(ctx.urls, row, public_repos=0, show_email=True), receipt)
@@ -176,7 +176,7 @@ async def get_authenticated_user(ctx: Reader) -> shapes.Json:
     email with `user:email`), as GitHub answers a token without those scopes."""
     caller = ctx.require()
     ctx.check(scopes.PRIVATE_PROFILE)
-    row = ctx.ledger.read.get_user_by_id(caller.user.user_id)
+    row = ctx.reads.user_by_id(caller.user.user_id)
     if row is None:
         raise not_found()
     public, private = _repo_counts(ctx, caller.user.user_id)
@@ -188,12 +188,12 @@ async def get_authenticated_user(ctx: Reader) -> shapes.Json:
 @router.get("/users/{login}", summary="A user (or organization) by login")
 async def get_user(login: str, ctx: Reader) -> shapes.Json:
     ctx.check(scopes.PUBLIC_PROFILE)
-    row = ctx.ledger.read.get_user(login)
+    row = ctx.reads.user(login)
     if row is not None:
         public, _ = _repo_counts(ctx, row["user_id"])
         show_email = ctx.viewer_id == row["user_id"] and ctx.has(scopes.EMAIL)
         return shapes.user_full(ctx.urls, row, public_repos=public, show_email=show_email)
-    org = ctx.ledger.read.get_org(login)
+    org = ctx.reads.org(login)
     if org is not None:
         public, _ = _repo_counts(ctx, org["org_id"])
         return shapes.org_as_user(ctx.urls, org, public_repos=public)
