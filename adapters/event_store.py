@@ -123,28 +123,39 @@ class EventStore:
         events: Sequence[RecordedEvent],
         receipts: Sequence[ReceiptLike],
         app_hash: bytes,
+        encoded: tuple[Sequence[bytes], Sequence[bytes]] | None = None,
     ) -> None:
-        """Record one finalized block atomically; a height already recorded is skipped."""
+        """Record one finalized block atomically; a height already recorded is skipped.
+
+        `encoded`: the canonical bytes of the events and of the receipts, when the caller
+        already has them (the ledger hashed exactly these); else they are encoded here.
+        """
         tracked = self._tracked_height()
         if tracked is not None and height <= tracked:
             return
+        if encoded is None:
+            encoded = (
+                [canonical_json(e.model_dump()) for e in events],
+                [canonical_json(dict(r.to_json())) for r in receipts],
+            )
+        event_bytes, receipt_bytes = encoded
         records = [
             StoredEvent(
                 originator_id=originator_id(e.aggregate_id),
                 originator_version=e.version,
                 topic=event_topic(e.type),
-                state=canonical_json(e.model_dump()),
+                state=data,
             )
-            for e in events
+            for e, data in zip(events, event_bytes, strict=True)
         ]
         records.extend(
             StoredEvent(
                 originator_id=_receipt_key(r, height, i),
                 originator_version=1,
                 topic=RECEIPT_TOPIC,
-                state=canonical_json(dict(r.to_json())),
+                state=data,
             )
-            for i, r in enumerate(receipts)
+            for i, (r, data) in enumerate(zip(receipts, receipt_bytes, strict=True))
         )
         block = {
             "height": height,

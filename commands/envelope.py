@@ -13,6 +13,7 @@ field except `auth`, so a signature is bound to the chain, the command and the n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Annotated, Any, Literal
 
@@ -108,7 +109,16 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
 
 
 def decode_transaction(data: bytes) -> Transaction:
-    """Parse and validate a transaction; EnvelopeError unless `data` is its canonical encoding."""
+    """Parse and validate a transaction; EnvelopeError unless `data` is its canonical encoding.
+
+    A pure function of the bytes, so the last few thousand answers are kept: a node decodes
+    each transaction when it admits it, when it prechecks it and when it executes it.
+    """
+    return _decode(bytes(data))
+
+
+@functools.lru_cache(maxsize=8192)
+def _decode(data: bytes) -> Transaction:
     try:
         tx = Transaction.model_validate_json(data)
     except ValidationError as e:

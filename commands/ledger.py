@@ -97,6 +97,10 @@ class BlockResult:
     receipts: tuple[Receipt, ...]
     app_hash: bytes
     state: LedgerState
+    #: The canonical bytes of `events` and `receipts`, as the app hash covered them (so the
+    #: event store writes the very bytes that were hashed, without encoding them again).
+    event_bytes: tuple[bytes, ...] = ()
+    receipt_bytes: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,19 @@ def app_hash_step(
     prev: bytes, height: int, receipts: Sequence[Receipt], events: Sequence[RecordedEvent]
 ) -> bytes:
     """sha256 over the domain, the previous app hash, the height and every receipt and event."""
+    return app_hash_of(prev, height, encode_receipts(receipts), [encode_event(e) for e in events])
+
+
+def encode_receipts(receipts: Sequence[Receipt]) -> list[bytes]:
+    return [canonical_json(r.to_json()) for r in receipts]
+
+
+def app_hash_of(prev: bytes, height: int, receipts: Sequence[bytes], events: Sequence[bytes]) -> bytes:
+    """`app_hash_step` over receipts and events already in their canonical bytes."""
     h = hashlib.sha256(APP_HASH_DOMAIN)
     h.update(prev)
     h.update(height.to_bytes(8, "big"))
-    for items in ([canonical_json(r.to_json()) for r in receipts], [encode_event(e) for e in events]):
+    for items in (receipts, events):
         h.update(len(items).to_bytes(4, "big"))
         for item in items:
             h.update(len(item).to_bytes(4, "big"))
@@ -274,9 +287,13 @@ def execute_block(
                 Receipt(tx_id, ctx.height, index, True, OK, outcome.message, count, dict(outcome.result))
             )
         mark_applied(fork, tx_id)
-    app_hash = app_hash_step(prev_app_hash, ctx.height, receipts, recorder.events)
+    event_bytes = tuple(encode_event(e) for e in recorder.events)
+    receipt_bytes = tuple(encode_receipts(receipts))
+    app_hash = app_hash_of(prev_app_hash, ctx.height, receipt_bytes, event_bytes)
     finish_block(fork, ctx.height, app_hash)
-    return BlockResult(ctx.height, tuple(recorder.events), tuple(receipts), app_hash, fork)
+    return BlockResult(
+        ctx.height, tuple(recorder.events), tuple(receipts), app_hash, fork, event_bytes, receipt_bytes
+    )
 
 
 def precheck_transaction(state: LedgerState, ctx: BlockContext, raw: bytes) -> Receipt:

@@ -99,16 +99,17 @@ UNPRINTABLE_RANGES: tuple[tuple[int, int], ...] = (
 )
 
 
+_NONCHARACTERS = tuple((plane << 16 | 0xFFFE, plane << 16 | 0xFFFF) for plane in range(17))
+#: One character class of every range above (a regex of explicit code points: no Unicode tables).
+_UNPRINTABLE_RE = re.compile(
+    "[" + "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in UNPRINTABLE_RANGES + _NONCHARACTERS) + "]"
+)
+
+
 def printable(text: str) -> bool:
-    """Whether every character is one a name may hold (see `UNPRINTABLE_RANGES`)."""
-    for ch in text:
-        cp = ord(ch)
-        if (cp & 0xFFFE) == 0xFFFE:  # U+xFFFE and U+xFFFF of every plane: noncharacters
-            return False
-        for low, high in UNPRINTABLE_RANGES:
-            if low <= cp <= high:
-                return False
-    return True
+    """Whether every character is one a name may hold (see `UNPRINTABLE_RANGES`; also the
+    noncharacters U+xFFFE and U+xFFFF of every plane)."""
+    return _UNPRINTABLE_RE.search(text) is None
 
 
 def ascii_lower(text: str) -> str:

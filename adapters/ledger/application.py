@@ -41,7 +41,12 @@ class BlockApplication:
                     f"re-executing height {block.height} gave a different app hash than stored"
                 )
         else:
-            self.events.append_block(block.height, result.events, result.receipts, result.app_hash)
+            encoded = (
+                (result.event_bytes, result.receipt_bytes)
+                if result.event_bytes or not result.events
+                else None
+            )
+            self.events.append_block(block.height, result.events, result.receipts, result.app_hash, encoded)
         if result.events:
             # Blocks without events change no read model; skipping them keeps idle blocks cheap
             # (the projector's tracking may lag behind; it catches up with the next events).
