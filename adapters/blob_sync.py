@@ -175,6 +175,9 @@ class BlobSync:
         self._wanted: collections.OrderedDict[str, None] = collections.OrderedDict()  # LRU
         self._active: set[str] = set()
         self._rejected: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: Peers known to hold a blob we hold (they offered it back once they had it), LRU.
+        self._holders: collections.OrderedDict[str, set[int]] = collections.OrderedDict()
+        self._holder_waiters: list[tuple[str, int, asyncio.Future[None]]] = []
         self._deferred: dict[int, collections.deque[BlobRequest]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -209,6 +212,53 @@ class BlobSync:
         for peer in self._peers():
             self._send(peer, msg)
         self.stats["offers_sent"] += 1
+
+    def holders(self, digest_hex: str) -> frozenset[int]:
+        """Peers known to hold a blob this node holds (they told us, or we fetched it from them)."""
+        return frozenset(self._holders.get(digest_hex, ()))
+
+    async def wait_holders(self, digest_hex: str, count: int, timeout_s: float) -> bool:
+        """Wait until at least `count` peers are known to hold the blob; False on timeout.
+
+        Lets a node submit a push only once enough validators hold its pack to vote for a
+        block naming it at once, instead of stalling the view while they fetch it.
+        """
+        if len(self._holders.get(digest_hex, ())) >= count:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (digest_hex, count, fut)
+        self._holder_waiters.append(entry)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+            return True
+        except TimeoutError:
+            return len(self._holders.get(digest_hex, ())) >= count
+        finally:
+            if entry in self._holder_waiters:
+                self._holder_waiters.remove(entry)
+
+    def _note_holder(self, digest_hex: str, peer: int) -> None:
+        held = self._holders.get(digest_hex)
+        if held is None:
+            held = self._holders[digest_hex] = set()
+            while len(self._holders) > self._max_wanted:
+                self._holders.popitem(last=False)
+        else:
+            self._holders.move_to_end(digest_hex)
+        if len(held) < 256:
+            held.add(peer)
+        for d, count, fut in self._holder_waiters:
+            if d == digest_hex and len(held) >= count and not fut.done():
+                fut.set_result(None)
+
+    def _announce(self, t: _Transfer) -> None:
+        """Tell the peers we fetched from (or heard of it from) that we hold the blob now."""
+        size = self._local_size(t.hex)
+        if size is None:
+            return
+        msg = BlobOffer(t.digest, size)
+        for peer in sorted(set(t.offerers) | set(t.contributors)):
+            self._send(peer, msg)
 
     def want(self, digest_hex: str) -> None:
         """Makes sure the blob gets fetched, retrying until present; cheap and idempotent."""
@@ -381,6 +431,8 @@ class BlobSync:
             return
         if digest_hex in self._rejected or self._has(digest_hex):
             self.stats["offers_ignored"] += 1  # held already, or refused before
+            if digest_hex not in self._rejected:
+                self._note_holder(digest_hex, peer)
             return
         offered = [x for x in self._transfers.values() if not x.wanted]
         if len(offered) >= self._max_offers or (
@@ -496,6 +548,9 @@ class BlobSync:
         if ok:
             self.stats["blobs_fetched"] += 1
             self._remove(t)
+            for peer in t.offerers:
+                self._note_holder(t.hex, peer)
+            self._announce(t)
             self._ready(t.hex)
         elif ok is False:
             self.dropped["rejected_content"] += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.p2p import P2PNetwork, PeerAddress
+from adapters.vote_outbox import VoteOutbox
 from consensus.codec import DecodeError
 from consensus.crypto import Signer
 from consensus.genesis import Genesis
@@ -155,6 +156,10 @@ class ConsensusHost:
             on_frame=self._on_frame,
             max_frame_bytes=config.max_frame_bytes,
         )
+        #: Our votes go to the write-ahead log (fsync off the event loop) before messages leave.
+        self.outbox = VoteOutbox(
+            self.wal, self._send, lambda exc: self._halt(NodeHalt(f"writing the vote log failed: {exc}"))
+        )
         self.dropped: Counter[str] = Counter()
         #: Receives blob (pack) messages: the node's `BlobSync.on_message`.
         self.blob_handler: Callable[[int, BlobOffer | BlobRequest | BlobChunk], None] | None = None
@@ -194,6 +199,7 @@ class ConsensusHost:
                 if not f.done():
                     f.cancel()
         self._waiters.clear()
+        await self.outbox.close()
         await self.p2p.stop()
         self.wal.close()
         self.store.close()
@@ -244,6 +250,7 @@ class ConsensusHost:
             return
         self.halted = halt
         self._stopped = True
+        self.outbox.abort()
         for h in self._timers:
             h.cancel()
         log.critical("node halted: %s", halt)
@@ -253,14 +260,12 @@ class ConsensusHost:
     def _carry_out(self, out: Output) -> None:
         if self._stopped:
             return
-        # Safety: our votes are durable before any message that carries them leaves, and so
-        # are the blocks they vote for (liveness after every validator crashed at once).
+        # Safety: our votes are durable before any message that carries them leaves (the
+        # outbox fsyncs them off the loop), and so are the blocks they vote for (liveness
+        # after every validator crashed at once).
         if out.blocks:
             self.store.save_voted(out.blocks)
-        if out.wal:
-            self.wal.append(out.wal)
-        for dest, msg in out.messages:
-            self._send(dest, msg)
+        self.outbox.submit(out.wal, out.messages)
         assert self._loop is not None
         for t in out.timers:
             delay = max(0.0, (t.deadline_ms - now_ms()) / 1000)
@@ -323,7 +328,7 @@ class ConsensusHost:
         tip = self.replica.finalized_tip
         self.store.prune_voted(tip.height)
         if tip.height % 500 == 0:
-            self.wal.compact(min_view=tip.view - WAL_KEEP_VIEWS)
+            self.outbox.compact(min_view=tip.view - WAL_KEEP_VIEWS)
 
     # ------------------------------------------------------------------ transactions
 

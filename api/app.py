@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 
@@ -28,6 +28,7 @@ def create_app(
     seed: bytes,
     git_store: GitStore | None = None,
     offer_pack: Callable[[str], None] | None = None,
+    pack_replicated: Callable[[str, int, float], Awaitable[bool]] | None = None,
     settings: NodeSettings | None = None,
 ) -> FastAPI:
     """The node's HTTP API; `settings` default to `NodeSettings.from_env()`."""
@@ -48,7 +49,7 @@ def create_app(
         settings=settings,
         reads=Reads(ledger, git_store),
         git=git_store,  # None: the git endpoints answer 503
-        pushes=PushService(gateway, git_store, offer_pack) if git_store is not None else None,
+        pushes=None if git_store is None else PushService(gateway, git_store, offer_pack, pack_replicated),
     )
     app.state.settings = settings  # for middleware-level helpers (api.git_reads)
     install_error_handlers(app)

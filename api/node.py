@@ -126,7 +126,14 @@ async def serve(opts: NodeOptions, stop: asyncio.Event, host_config: HostConfig 
             log.warning("%d repositories differ from the ledger on disk; repairing them", marked)
     metrics = NodeMetrics(host, ledger)
     app = create_app(
-        host, metrics, ledger, seed, git_store=git_store, offer_pack=blobs.offer, settings=settings
+        host,
+        metrics,
+        ledger,
+        seed,
+        git_store=git_store,
+        offer_pack=blobs.offer,
+        pack_replicated=blobs.wait_holders,
+        settings=settings,
     )
     config = uvicorn.Config(
         app,

@@ -16,7 +16,7 @@ Compare-and-swap still applies: a push based on a stale ref value always fails.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from adapters.git.packs import ReceivedPack
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: Finality of a push waits at least this long; large packs get longer (peers must fetch them).
 PUSH_TIMEOUT_S = 60.0
 PUSH_TIMEOUT_BYTES_PER_S = 4 * 1024 * 1024
+#: How long a push waits (at least) for a quorum of validators to hold its pack before it is ordered.
+REPLICATE_WAIT_S = 10.0
 
 
 class PushService:
@@ -47,10 +49,14 @@ class PushService:
         gateway: CommandGateway,
         store: GitStore,
         offer_pack: Callable[[str], None] | None = None,
+        replicated: Callable[[str, int, float], Awaitable[bool]] | None = None,
     ) -> None:
+        """`offer_pack(digest)` tells the other validators a pack is here; `replicated(digest,
+        peers, timeout)` waits until that many of them hold it (False on timeout)."""
         self.gateway = gateway
         self.store = store
         self.offer_pack = offer_pack
+        self.replicated = replicated
 
     def decider(self, caller: Caller, repo: Repo) -> RefDecider:
         """How `caller`'s push to `repo` is decided."""
@@ -96,14 +102,38 @@ class PushService:
             if pack is not None and pack.created:
                 self.store.discard_pack(digest)  # never named by a transaction: nobody needs it
             return _verdicts(updates, early, final=False)
+        size = pack.size if pack is not None else 0
         if digest and self.offer_pack is not None:
-            self.offer_pack(digest)  # validators start fetching while the transaction is ordered
-        timeout = PUSH_TIMEOUT_S + (pack.size if pack is not None else 0) / PUSH_TIMEOUT_BYTES_PER_S
+            self.offer_pack(digest)  # the other validators start fetching it
+            await self._until_replicated(digest, size)
+        timeout = PUSH_TIMEOUT_S + size / PUSH_TIMEOUT_BYTES_PER_S
         try:
             receipt = await gateway.outcome(raw, timeout)
         except ApiError as exc:
             return PushResult.every(updates, exc.message)
         return _verdicts(updates, receipt, final=True)
+
+    async def _until_replicated(self, digest: str, size: int) -> None:
+        """Order the push once a quorum of validators holds its pack (bounded wait).
+
+        A block naming a pack cannot be voted for by a validator that lacks it; proposed too
+        early, it stalls its view (and every transaction behind it) while the pack is
+        fetched. Waiting here keeps that cost on this one push. If peers are slow or down,
+        the push is ordered anyway after the wait, and data availability still holds.
+        """
+        if self.replicated is None:
+            return
+        peers = self.gateway.host.validators.quorum - 1
+        if peers <= 0:
+            return
+        wait = min(REPLICATE_WAIT_S + size / PUSH_TIMEOUT_BYTES_PER_S, PUSH_TIMEOUT_S / 2)
+        if not await self.replicated(digest, peers, wait):
+            log.warning(
+                "pack %s: fewer than %d validators hold it after %.0f s; ordering the push anyway",
+                digest[:16],
+                peers,
+                wait,
+            )
 
 
 def _verdicts(updates: Sequence[RefUpdate], receipt: Receipt, *, final: bool) -> PushResult:

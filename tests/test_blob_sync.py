@@ -218,6 +218,29 @@ def test_replica_counts_blob_messages_as_unexpected() -> None:
 # ---------------------------------------------------------------------------- transfers
 
 
+def test_the_offering_node_learns_who_holds_its_blob(tmp_path: Path) -> None:
+    """Peers that fetched an offered blob say so, so a push can wait for a quorum to hold its pack."""
+    blob = os.urandom(2 * MiB + 7)
+    d = digest_of(blob)
+
+    async def scenario() -> None:
+        net = MemNet(tmp_path)
+        holder = net.add(0, MemSource({d: blob}))
+        others = [net.add(i, MemSource()) for i in (1, 2, 3)]
+        try:
+            assert holder.sync.holders(d) == frozenset()
+            assert not await holder.sync.wait_holders(d, 1, 0.01)  # nobody has it yet
+            holder.sync.offer(d)
+            assert await holder.sync.wait_holders(d, 3, 10)
+            assert holder.sync.holders(d) == {1, 2, 3}
+            for n in others:  # and each knows the node it fetched from holds it
+                assert 0 in n.sync.holders(d)
+        finally:
+            await net.stop()
+
+    run(scenario)
+
+
 def test_offer_fetches_a_multi_chunk_blob_everywhere(tmp_path: Path) -> None:
     blob = os.urandom(5 * MiB + 123)
     d = digest_of(blob)
